@@ -1,0 +1,72 @@
+"""llama_ffi: a pure-Python binding for llama.cpp over a prebuilt libllama.
+
+Layers, bottom up (see docs/architecture.md):
+  native/   the C boundary: loads libllama, one Python owner per C handle
+  grammar/  GBNF and JSON Schema, validated in Python before C sees them
+  chat/     chat templates, model families, reasoning and tool calls
+  llama.py  the high-level ``Llama`` API (llama-cpp-python's names and shapes)
+
+Importing is cheap: nothing is loaded and no library is opened until first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import (
+    CancelledError,
+    ClosedError,
+    ContextOverflowError,
+    DecodeError,
+    GenerationError,
+    GrammarError,
+    KVCacheFullError,
+    LibraryNotFoundError,
+    LibraryVersionError,
+    LlamaError,
+    ModelLoadError,
+    StateError,
+    TemplateError,
+    ValidationError,
+)
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it; imported on first attribute access (PEP 562),
+# so `import llama_ffi` does not pay for numpy, jinja2 or the library.
+_LAZY = {
+    "Batch": "llama_ffi.native",
+    "Context": "llama_ffi.native",
+    "ContextParams": "llama_ffi.native",
+    "LoraAdapter": "llama_ffi.native",
+    "Model": "llama_ffi.native",
+    "ModelParams": "llama_ffi.native",
+    "Sampler": "llama_ffi.native",
+    "SamplerChain": "llama_ffi.native",
+    "Vocab": "llama_ffi.native",
+    "devices": "llama_ffi.native",
+    "library_path": "llama_ffi.native",
+    "load_library": "llama_ffi.native",
+    "system_info": "llama_ffi.native",
+    "default_model_path": "llama_ffi.models",
+}
+
+__all__ = sorted([
+    "CancelledError", "ClosedError", "ContextOverflowError", "DecodeError", "GenerationError",
+    "GrammarError", "KVCacheFullError", "LibraryNotFoundError", "LibraryVersionError",
+    "LlamaError", "ModelLoadError", "StateError", "TemplateError", "ValidationError",
+    "__version__", *_LAZY,
+])
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llama_ffi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

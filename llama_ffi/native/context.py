@@ -1,0 +1,248 @@
+"""``Context``: decoding, logits and embeddings, the KV memory, state, and cancellation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CancelledError, DecodeError, KVCacheFullError, StateError, ValidationError
+from ._lib import ffi
+from .batch import Batch
+from .handle import Handle
+from .params import ContextParams
+
+
+class Context(Handle):
+    """An inference context over a :class:`Model` (which it keeps alive)."""
+
+    _kind = "context"
+
+    def __init__(self, model, params: ContextParams | None = None) -> None:
+        params = params or ContextParams()
+        params.validate()
+        lib = model._lib
+        c_params = lib.llama_context_default_params()
+        threads = os.cpu_count() or 1
+        for name, value in params.c_values().items():
+            setattr(c_params, name, value)
+        c_params.n_threads = params.n_threads or threads
+        c_params.n_threads_batch = params.n_threads_batch or threads
+        ptr = lib.llama_init_from_model(model.ptr, c_params)
+        if ptr == ffi.NULL:
+            raise ValidationError(f"llama.cpp could not create a context with {params} "
+                                  "(too large for memory, or not supported by this model)")
+        self._adopt(ptr, parent=model)
+        self.model = model
+        self.params = params
+        self._lib = lib
+        self._vocab = model.vocab
+        self.n_vocab = model.vocab.n_tokens
+        self.n_ctx = int(lib.llama_n_ctx(ptr))
+        self.n_batch = int(lib.llama_n_batch(ptr))
+        self.n_ubatch = int(lib.llama_n_ubatch(ptr))
+        self.n_seq_max = int(lib.llama_n_seq_max(ptr))
+        self._memory = lib.llama_get_memory(ptr)
+        # Cancellation without a Python call per graph node: the abort callback is libc's
+        # strlen over a 2-byte buffer. "\0" -> 0 (carry on); "x\0" -> 1 (abort). Another
+        # thread flips the byte; llama_decode then returns 2 at its next check.
+        self._abort_flag = ffi.new("char[2]")
+        strlen = ffi.cast("ggml_abort_callback", ffi.addressof(lib, "strlen"))
+        lib.llama_set_abort_callback(ptr, strlen, self._abort_flag)
+        self._loras: dict = {}
+
+    def _free(self, ptr) -> None:
+        self._lib.llama_free(ptr)
+
+    def _describe(self) -> str:
+        return f"n_ctx={self.n_ctx} n_batch={self.n_batch} n_seq_max={self.n_seq_max}"
+
+    # --- decoding -------------------------------------------------------------------------
+    def decode(self, batch: Batch) -> None:
+        """Run the model over ``batch``. Raises KVCacheFullError (recoverable), CancelledError
+        (``abort()`` was called) or DecodeError; bad ids and positions are refused first."""
+        self._check_batch(batch)
+        status = self._lib.llama_decode(self.ptr, batch.c[0])
+        self._abort_flag[0] = b"\0"
+        if status != 0:
+            _raise_decode_status(status, "llama_decode")
+
+    def encode(self, batch: Batch) -> None:
+        """Run an encoder (embedding models, encoder-decoder models) over ``batch``."""
+        self._check_batch(batch)
+        status = self._lib.llama_encode(self.ptr, batch.c[0])
+        self._abort_flag[0] = b"\0"
+        if status != 0:
+            _raise_decode_status(status, "llama_encode")
+
+    def _check_batch(self, batch: Batch) -> None:
+        n = batch.n_tokens
+        if n == 0:
+            raise ValidationError("cannot decode an empty batch")
+        if n > self.n_batch:
+            raise ValidationError(f"batch of {n} tokens exceeds n_batch={self.n_batch}")
+        tokens, seqs, pos = batch.token[:n], batch.seq_id[:n, 0], batch.pos[:n]
+        if tokens.min() < 0 or tokens.max() >= self.n_vocab:
+            raise ValidationError(f"token ids must be in [0, {self.n_vocab})", param="tokens")
+        if seqs.min() < 0 or seqs.max() >= self.n_seq_max:
+            raise ValidationError(f"sequence ids must be in [0, {self.n_seq_max})", param="seq_id")
+        if pos.min() < 0 or pos.max() >= self.n_ctx:
+            raise ValidationError(f"positions must be in [0, {self.n_ctx})", param="pos")
+
+    def abort(self) -> None:
+        """Ask a decode running in another thread to stop (it raises CancelledError)."""
+        self._abort_flag[0] = b"x"
+
+    # --- outputs (zero-copy views, valid until the next decode) -----------------------------
+    def logits(self, i: int = -1) -> np.ndarray:
+        """Logits of output ``i`` of the last batch (negative counts from the end)."""
+        ptr = self._lib.llama_get_logits_ith(self.ptr, i)
+        if ptr == ffi.NULL:
+            raise ValidationError(f"no logits for output {i} of the last batch", param="i")
+        return np.frombuffer(ffi.buffer(ptr, self.n_vocab * 4), dtype=np.float32)
+
+    def embeddings(self, i: int = -1) -> np.ndarray:
+        """Embedding of output ``i`` (context created with ``embeddings=True``)."""
+        ptr = self._lib.llama_get_embeddings_ith(self.ptr, i)
+        if ptr == ffi.NULL:
+            raise ValidationError(f"no embeddings for output {i}", param="i")
+        return np.frombuffer(ffi.buffer(ptr, self._n_embd_out() * 4), dtype=np.float32)
+
+    def sequence_embeddings(self, seq_id: int) -> np.ndarray:
+        """Pooled embedding of a sequence (pooling type other than none); rank pooling gives
+        ``n_cls_out`` scores."""
+        ptr = self._lib.llama_get_embeddings_seq(self.ptr, seq_id)
+        if ptr == ffi.NULL:
+            raise ValidationError(f"no pooled embedding for sequence {seq_id}", param="seq_id")
+        pooling = self._lib.llama_pooling_type(self.ptr)
+        n = max(1, self.model.n_cls_out) if pooling == 4 else self._n_embd_out()
+        return np.frombuffer(ffi.buffer(ptr, n * 4), dtype=np.float32)
+
+    def _n_embd_out(self) -> int:
+        return int(self._lib.llama_model_n_embd_out(self.model.ptr))
+
+    @property
+    def pooling_type(self) -> int:
+        return int(self._lib.llama_pooling_type(self.ptr))
+
+    # --- KV memory, per sequence ---------------------------------------------------------
+    def _check_seq(self, seq_id: int, allow_all: bool = True) -> None:
+        low = -1 if allow_all else 0
+        if not isinstance(seq_id, int) or not low <= seq_id < self.n_seq_max:
+            raise ValidationError(f"seq_id {seq_id!r} outside [{low}, {self.n_seq_max})", param="seq_id")
+
+    def memory_clear(self, data: bool = True) -> None:
+        self._lib.llama_memory_clear(self._mem(), data)
+
+    def memory_seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> bool:
+        """Remove positions [p0, p1) of a sequence (-1: all sequences / open end)."""
+        self._check_seq(seq_id)
+        return bool(self._lib.llama_memory_seq_rm(self._mem(), seq_id, p0, p1))
+
+    def memory_seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        """Share cells [p0, p1) of ``src`` with ``dst`` (no recomputation)."""
+        self._check_seq(src, False)
+        self._check_seq(dst, False)
+        self._lib.llama_memory_seq_cp(self._mem(), src, dst, p0, p1)
+
+    def memory_seq_keep(self, seq_id: int) -> None:
+        self._check_seq(seq_id, False)
+        self._lib.llama_memory_seq_keep(self._mem(), seq_id)
+
+    def memory_seq_shift(self, seq_id: int, delta: int, p0: int = -1, p1: int = -1) -> None:
+        """Add ``delta`` to positions [p0, p1) (context shifting)."""
+        self._check_seq(seq_id)
+        if not self._lib.llama_memory_can_shift(self._mem()):
+            raise ValidationError("this model's memory cannot be shifted")
+        self._lib.llama_memory_seq_add(self._mem(), seq_id, p0, p1, delta)
+
+    def memory_seq_pos_range(self, seq_id: int) -> tuple[int, int]:
+        """(min, max) position held for a sequence; (-1, -1) when empty."""
+        self._check_seq(seq_id, False)
+        mem = self._mem()
+        return (int(self._lib.llama_memory_seq_pos_min(mem, seq_id)),
+                int(self._lib.llama_memory_seq_pos_max(mem, seq_id)))
+
+    def _mem(self):
+        self.ptr  # raises ClosedError when closed
+        return self._memory
+
+    # --- state --------------------------------------------------------------------------
+    def state_bytes(self, seq_id: int | None = None) -> bytes:
+        """The whole context state (or one sequence's) as bytes."""
+        lib, ptr = self._lib, self.ptr
+        if seq_id is None:
+            size = lib.llama_state_get_size(ptr)
+            buf = ffi.new("uint8_t[]", size)
+            written = lib.llama_state_get_data(ptr, buf, size)
+        else:
+            self._check_seq(seq_id, False)
+            size = lib.llama_state_seq_get_size(ptr, seq_id)
+            buf = ffi.new("uint8_t[]", size)
+            written = lib.llama_state_seq_get_data(ptr, buf, size, seq_id)
+        return ffi.buffer(buf, written)[:]
+
+    def load_state_bytes(self, data: bytes, seq_id: int | None = None) -> None:
+        """Restore what :meth:`state_bytes` returned. Raises StateError if it does not fit."""
+        data = bytes(data)
+        if not data:
+            raise StateError("empty state")
+        lib, ptr = self._lib, self.ptr
+        if seq_id is None:
+            read = lib.llama_state_set_data(ptr, data, len(data))
+        else:
+            self._check_seq(seq_id, False)
+            read = lib.llama_state_seq_set_data(ptr, data, len(data), seq_id)
+        if read == 0:
+            raise StateError("state could not be restored (truncated, or from another model or context)")
+
+    def save_state_file(self, path: str | os.PathLike, tokens=()) -> None:
+        ids = self._vocab.check_tokens(tokens)
+        if not self._lib.llama_state_save_file(self.ptr, os.fsencode(path), ffi.from_buffer("llama_token[]", ids), len(ids)):
+            raise StateError(f"could not save state to {path}")
+
+    def load_state_file(self, path: str | os.PathLike) -> list[int]:
+        """Restore a state file; return the tokens saved with it."""
+        path = Path(path)
+        if not path.is_file():
+            raise StateError(f"no state file at {path}")
+        capacity = self.n_ctx
+        out, count = ffi.new("llama_token[]", capacity), ffi.new("size_t *")
+        if not self._lib.llama_state_load_file(self.ptr, os.fsencode(path), out, capacity, count):
+            raise StateError(f"could not load state from {path} (truncated, or another model's)")
+        return ffi.unpack(out, count[0])
+
+    # --- settings -----------------------------------------------------------------------
+    def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
+        for name, value in (("n_threads", n_threads), ("n_threads_batch", n_threads_batch or n_threads)):
+            if not isinstance(value, int) or not 1 <= value <= 512:
+                raise ValidationError(f"{name} must be in [1, 512]", param=name)
+        self._lib.llama_set_n_threads(self.ptr, n_threads, n_threads_batch or n_threads)
+
+    def set_loras(self, scales: dict) -> None:
+        """Attach LoRA adapters with their scales (``{adapter: scale}``); ``{}`` detaches all."""
+        for adapter in scales:
+            if adapter.model is not self.model:
+                raise ValidationError("a LoRA adapter can only be used with the model it was loaded for")
+        adapters = ffi.new("struct llama_adapter_lora *[]", [a.ptr for a in scales] or [ffi.NULL])
+        values = ffi.new("float[]", [float(s) for s in scales.values()] or [0.0])
+        status = self._lib.llama_set_adapters_lora(self.ptr, adapters, len(scales), values)
+        if status != 0:
+            raise ValidationError(f"llama.cpp refused the LoRA adapters (status {status})")
+        self._loras = dict(scales)
+
+    @property
+    def loras(self) -> dict:
+        return dict(self._loras)
+
+    def synchronize(self) -> None:
+        self._lib.llama_synchronize(self.ptr)
+
+
+def _raise_decode_status(status: int, what: str) -> None:
+    if status == 1:
+        raise KVCacheFullError(f"{what}: no KV-cache slot for the batch", status)
+    if status == 2:
+        raise CancelledError(f"{what} was aborted")
+    raise DecodeError(f"{what} failed", status)

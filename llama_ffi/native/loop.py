@@ -1,0 +1,97 @@
+"""``TokenLoop``: the decode/sample hot loop for one sequence.
+
+Every generation path (``Llama``, the command line) goes through here, so it is written
+for speed: C functions and pointers bound once, one reused single-token batch, sampling
+in C through the chain, and Python touching the logits only when the caller asks for
+them (a logits processor or logprobs), then as a zero-copy numpy view.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ContextOverflowError
+from .batch import Batch
+from .context import Context, _raise_decode_status
+from .sampler import SamplerChain
+
+LogitsHook = Callable[[np.ndarray], None]
+
+
+class TokenLoop:
+    """Prefill a prompt, then alternate sample and decode on sequence ``seq_id``."""
+
+    def __init__(self, context: Context, chain: SamplerChain, *, seq_id: int = 0) -> None:
+        self.context = context
+        self.chain = chain
+        self.seq_id = seq_id
+        self.pos = 0  # next position to write
+        self._prefill_batch = Batch(context.n_batch)
+        self._step = Batch(1)
+        self._step.n_seq_id[0] = 1
+        self._step.seq_id[0, 0] = seq_id
+        self._step.logits[0] = 1
+        self._step.c.n_tokens = 1
+
+    def prefill(self, tokens: Sequence[int] | np.ndarray, start_pos: int = 0) -> None:
+        """Decode ``tokens`` at ``start_pos...`` in chunks of n_batch; logits for the last one."""
+        ids = self.context.model.vocab.check_tokens(tokens)
+        n_ctx = self.context.n_ctx
+        if start_pos + len(ids) > n_ctx:
+            raise ContextOverflowError(
+                f"prompt of {start_pos + len(ids)} tokens does not fit the context window of {n_ctx}",
+                n_tokens=start_pos + len(ids), n_ctx=n_ctx, param="prompt")
+        batch, step = self._prefill_batch, self.context.n_batch
+        for at in range(0, len(ids), step):
+            chunk = ids[at: at + step]
+            batch.clear()
+            batch.add(chunk, start_pos + at, self.seq_id, logits="last" if at + step >= len(ids) else "none")
+            self.context.decode(batch)
+        self.pos = start_pos + len(ids)
+
+    def run(self, max_tokens: int, *, stop_tokens: frozenset[int] = frozenset(),
+            logits_hook: LogitsHook | None = None, cancelled: Callable[[], bool] | None = None) -> Iterator[int]:
+        """Yield sampled tokens until ``max_tokens``, a stop token (not yielded), the context
+        end, or ``cancelled()``. The last prefill/feed must have produced logits."""
+        ctx, lib = self.context, self.context._lib
+        ctx_ptr, chain_ptr = ctx.ptr, self.chain.ptr
+        decode, sample = lib.llama_decode, lib.llama_sampler_sample
+        step = self._step
+        token_arr, pos_arr, c_batch = step.token, step.pos, step.c[0]
+        has_python_samplers = any(hasattr(s, "take_error") for s in self.chain.samplers)
+        abort_flag, n_ctx = ctx._abort_flag, ctx.n_ctx
+        for _ in range(max_tokens):
+            if logits_hook is not None:
+                logits_hook(ctx.logits(-1))  # zero-copy: edits are what the chain samples from
+            token = sample(chain_ptr, ctx_ptr, -1)
+            if has_python_samplers:
+                self.chain._reraise()
+            if token in stop_tokens:
+                return
+            yield token
+            if self.pos >= n_ctx or (cancelled is not None and cancelled()):
+                return
+            token_arr[0] = token
+            pos_arr[0] = self.pos
+            status = decode(ctx_ptr, c_batch)
+            if status != 0:
+                abort_flag[0] = b"\0"
+                _raise_decode_status(status, "llama_decode")
+            self.pos += 1
+
+    def feed(self, token: int) -> None:
+        """Decode one token (e.g. a forced token) at the current position."""
+        self.context.model.vocab.check_tokens([token])
+        self._step.token[0] = token
+        self._step.pos[0] = self.pos
+        self.context.decode(self._step)
+        self.pos += 1
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities from a logits row (a copy: the view changes at the next decode)."""
+    shifted = logits.astype(np.float64) - np.max(logits)
+    return (shifted - np.log(np.exp(shifted).sum())).astype(np.float32)
+
