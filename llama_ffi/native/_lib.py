@@ -89,7 +89,7 @@ def _check_symbols(lib, path: str) -> None:
     for name in _abi.FUNCTIONS:
         try:
             getattr(lib, name)
-        except AttributeError:
+        except (AttributeError, ffi.error):
             missing.append(name)
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")

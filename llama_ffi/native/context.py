@@ -40,6 +40,7 @@ class Context(Handle):
         self._vocab = model.vocab
         self.n_vocab = model.vocab.n_tokens
         self.n_ctx = int(lib.llama_n_ctx(ptr))
+        self.n_ctx_seq = int(lib.llama_n_ctx_seq(ptr))  # positions one sequence may use
         self.n_batch = int(lib.llama_n_batch(ptr))
         self.n_ubatch = int(lib.llama_n_ubatch(ptr))
         self.n_seq_max = int(lib.llama_n_seq_max(ptr))
@@ -87,8 +88,8 @@ class Context(Handle):
             raise ValidationError(f"token ids must be in [0, {self.n_vocab})", param="tokens")
         if seqs.min() < 0 or seqs.max() >= self.n_seq_max:
             raise ValidationError(f"sequence ids must be in [0, {self.n_seq_max})", param="seq_id")
-        if pos.min() < 0 or pos.max() >= self.n_ctx:
-            raise ValidationError(f"positions must be in [0, {self.n_ctx})", param="pos")
+        if pos.min() < 0 or pos.max() >= self.n_ctx_seq:
+            raise ValidationError(f"positions must be in [0, {self.n_ctx_seq})", param="pos")
 
     def abort(self) -> None:
         """Ask a decode running in another thread to stop (it raises CancelledError)."""

@@ -35,10 +35,14 @@ class TokenLoop:
         self._step.logits[0] = 1
         self._step.c.n_tokens = 1
 
-    def prefill(self, tokens: Sequence[int] | np.ndarray, start_pos: int = 0) -> None:
-        """Decode ``tokens`` at ``start_pos...`` in chunks of n_batch; logits for the last one."""
+    def prefill(self, tokens: Sequence[int] | np.ndarray, start_pos: int = 0, *,
+                on_chunk: Callable[[int, int], None] | None = None) -> None:
+        """Decode ``tokens`` at ``start_pos...`` in chunks of n_batch; logits for the last one.
+
+        With ``on_chunk`` every token gets logits, and ``on_chunk(offset, n)`` runs after each
+        chunk, while ``context.logits(0..n-1)`` are that chunk's rows (prompt logprobs)."""
         ids = self.context.model.vocab.check_tokens(tokens)
-        n_ctx = self.context.n_ctx
+        n_ctx = self.context.n_ctx_seq
         if start_pos + len(ids) > n_ctx:
             raise ContextOverflowError(
                 f"prompt of {start_pos + len(ids)} tokens does not fit the context window of {n_ctx}",
@@ -47,8 +51,13 @@ class TokenLoop:
         for at in range(0, len(ids), step):
             chunk = ids[at: at + step]
             batch.clear()
-            batch.add(chunk, start_pos + at, self.seq_id, logits="last" if at + step >= len(ids) else "none")
+            if on_chunk is not None:
+                batch.add(chunk, start_pos + at, self.seq_id, logits="all")
+            else:
+                batch.add(chunk, start_pos + at, self.seq_id, logits="last" if at + step >= len(ids) else "none")
             self.context.decode(batch)
+            if on_chunk is not None:
+                on_chunk(at, len(chunk))
         self.pos = start_pos + len(ids)
 
     def run(self, max_tokens: int, *, stop_tokens: frozenset[int] = frozenset(),
@@ -61,7 +70,7 @@ class TokenLoop:
         step = self._step
         token_arr, pos_arr, c_batch = step.token, step.pos, step.c[0]
         has_python_samplers = any(hasattr(s, "take_error") for s in self.chain.samplers)
-        abort_flag, n_ctx = ctx._abort_flag, ctx.n_ctx
+        abort_flag, n_ctx = ctx._abort_flag, ctx.n_ctx_seq
         for _ in range(max_tokens):
             if logits_hook is not None:
                 logits_hook(ctx.logits(-1))  # zero-copy: edits are what the chain samples from
