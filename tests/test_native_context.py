@@ -151,3 +151,23 @@ def test_embeddings_of_a_generative_model(model):
         pooled = ctx.sequence_embeddings(0)
         assert pooled.shape == (model.n_embd,) and np.isfinite(pooled).all()
         assert np.linalg.norm(pooled) > 0
+
+
+def test_backend_sampling_gives_the_same_greedy_tokens(model):
+    tokens = model.vocab.tokenize(PROMPT)
+    with Context(model, ContextParams(n_ctx=256)) as ctx:
+        expected = greedy_continuation(ctx, tokens, 10)
+    with Context(model, ContextParams(n_ctx=256)) as ctx:
+        chain = SamplerChain([Sampler.greedy()])
+        ctx.set_sampler(0, chain)
+        loop = TokenLoop(ctx, chain)
+        loop.prefill(tokens)
+        assert list(loop.run(10)) == expected
+        with pytest.raises(ValidationError, match="already attached"):
+            ctx.set_sampler(0, chain)  # llama.cpp would assert: refused in Python
+        chain.close()  # detaches before freeing
+        ctx.memory_clear()
+        with SamplerChain([Sampler.greedy()]) as plain:
+            loop = TokenLoop(ctx, plain)
+            loop.prefill(tokens)
+            assert list(loop.run(3)) == expected[:3]

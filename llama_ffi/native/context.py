@@ -52,8 +52,11 @@ class Context(Handle):
         strlen = ffi.cast("ggml_abort_callback", ffi.addressof(lib, "strlen"))
         lib.llama_set_abort_callback(ptr, strlen, self._abort_flag)
         self._loras: dict = {}
+        self._backend_samplers: dict = {}  # seq_id -> SamplerChain attached with set_sampler
 
     def _free(self, ptr) -> None:
+        for chain in self._backend_samplers.values():
+            chain._attached_to = None
         self._lib.llama_free(ptr)
 
     def _describe(self) -> str:
@@ -236,6 +239,25 @@ class Context(Handle):
     @property
     def loras(self) -> dict:
         return dict(self._loras)
+
+    def set_sampler(self, seq_id: int, chain) -> None:
+        """Sample sequence ``seq_id`` on the backend (the GPU, where supported) with ``chain``;
+        ``None`` detaches. ``SamplerChain.sample`` then returns the token the backend picked,
+        and the logits row never has to be copied to the host. A chain can be attached once
+        in its life (llama.cpp asserts otherwise), so reuse is refused here."""
+        self._check_seq(seq_id, False)
+        if chain is not None:
+            if chain._attached is not None:
+                raise ValidationError("this sampler chain was already attached to a context; build a new one")
+            chain.ptr  # raises ClosedError when closed
+        if not self._lib.llama_set_sampler(self.ptr, seq_id, chain.ptr if chain is not None else ffi.NULL):
+            raise ValidationError("llama.cpp refused to attach the sampler to this context")
+        previous = self._backend_samplers.pop(seq_id, None)
+        if previous is not None:
+            previous._attached_to = None
+        if chain is not None:
+            chain._attached = chain._attached_to = (self, seq_id)
+            self._backend_samplers[seq_id] = chain
 
     def synchronize(self) -> None:
         self._lib.llama_synchronize(self.ptr)

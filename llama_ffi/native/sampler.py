@@ -233,6 +233,8 @@ class SamplerChain(Handle):
     """Samplers applied in order; the last one must pick a token (greedy, dist, mirostat)."""
 
     _kind = "sampler chain"
+    _attached = None      # (context, seq_id) of its one backend attachment, ever
+    _attached_to = None   # the same while still attached
 
     def __init__(self, samplers: Sequence[Sampler] = (), *, no_perf: bool = True) -> None:
         lib = get_lib()
@@ -254,6 +256,10 @@ class SamplerChain(Handle):
         return self
 
     def _free(self, ptr) -> None:
+        if self._attached_to is not None:  # detach first: the context must not keep a freed chain
+            context, seq_id = self._attached_to
+            if not context.closed:
+                context.set_sampler(seq_id, None)
         self._lib.llama_sampler_free(ptr)  # frees the members too
         for sampler in self.samplers:
             sampler._ptr, sampler._closed = None, True
