@@ -223,7 +223,11 @@ def probe_program(structs: dict[str, list[str]], scalars: dict[str, list[str]], 
                 fsep = "," if j else ""
                 lines.append(f'    printf("{fsep}\\"{field}\\": %.17g", (double)d.{field});')
             lines.append('    printf("}"); }')
-    lines += ['  printf("}}\\n");', "  return 0;", "}"]
+    lines.append('  printf("}, \\"type_sizes\\": [");')
+    if with_defaults:  # [block size, bytes per block] of every ggml type, for the GGUF guard
+        lines.append('  for (int t = 0; t < GGML_TYPE_COUNT; t++) printf("%s[%lld, %zu]", t ? "," : "", '
+                     '(long long) ggml_blck_size((enum ggml_type) t), ggml_type_size((enum ggml_type) t));')
+    lines += ['  printf("]}\\n");', "  return 0;", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -233,7 +237,7 @@ def run_probe(source: str, include_dir: Path, lib_dir: Path | None, cc: str) -> 
         src.write_text(source)
         cmd = [cc, "-std=c11", f"-I{include_dir}", str(src), "-o", str(exe)]
         if lib_dir:
-            cmd += [f"-L{lib_dir}", "-lllama", f"-Wl,-rpath,{lib_dir}"]
+            cmd += [f"-L{lib_dir}", "-lllama", "-lggml-base", f"-Wl,-rpath,{lib_dir}"]
         subprocess.run(cmd, check=True)
         return json.loads(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
 
@@ -301,6 +305,7 @@ def generate(include_dir: Path, lib_dir: Path | None, cc: str) -> dict[str, str]
         "DEFAULTS": {struct: {"function": func, "values": probe["defaults"].get(struct, {})}
                      for struct, func in DEFAULTS_FUNCTIONS.items()},
         "CONSTANTS": read_defines(include_dir),
+        "GGML_TYPE_SIZES": probe["type_sizes"],
     }
     abi_text = GENERATED_NOTE.format(commit=commit) + '"""What the C compiler and the library reported when the declarations were generated."""\n\n'
     for key, value in abi.items():
