@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ValidationError
+from ..errors import GrammarError, ValidationError
 from ._lib import ffi, get_lib
 from .handle import Handle
 
@@ -49,7 +49,8 @@ class Sampler(Handle):
 
     def __init__(self, ptr, name: str, keep_alive=None) -> None:
         if ptr == ffi.NULL:
-            raise ValidationError(f"llama.cpp refused to create the {name} sampler")
+            error = GrammarError if name.startswith("grammar") else ValidationError
+            raise error(f"llama.cpp refused to create the {name} sampler")
         self._lib = get_lib()
         self._adopt(ptr)
         self.name = name
