@@ -8,6 +8,7 @@ Where a builtin exception has the same meaning, the class inherits it too, so
     ├── LibraryNotFoundError (OSError)      no libllama could be loaded
     ├── LibraryVersionError                 libllama does not match the declarations
     ├── ModelLoadError (OSError)            a model file could not be loaded
+    ├── RpcError (ConnectionError)          an RPC worker is unreachable or not an RPC server
     ├── ClosedError (RuntimeError)          an object was used after close()
     ├── ValidationError (ValueError)        bad input, refused before C sees it
     │   ├── ContextOverflowError            prompt does not fit the context window
@@ -16,6 +17,7 @@ Where a builtin exception has the same meaning, the class inherits it too, so
     ├── DecodeError                         llama_decode / llama_encode failed
     │   └── KVCacheFullError                no KV cell free: recoverable, retry later
     ├── StateError                          a saved state could not be restored
+    ├── OverloadedError                     an engine's queue is full: retry after a while
     └── GenerationError                     generation failed or was cancelled
         └── CancelledError                  a cancel token or abort hook stopped it
 """
@@ -34,6 +36,8 @@ __all__ = [
     "LibraryVersionError",
     "LlamaError",
     "ModelLoadError",
+    "OverloadedError",
+    "RpcError",
     "StateError",
     "TemplateError",
     "ValidationError",
@@ -58,6 +62,16 @@ class LibraryVersionError(LlamaError):
 
 class ModelLoadError(LlamaError, OSError):
     """A model (or adapter) file could not be loaded."""
+
+
+class RpcError(LlamaError, ConnectionError):
+    """An RPC worker (``llama_ffi.rpc_server``) could not be reached or did not answer as one.
+
+    Raised in Python before llama.cpp connects: its RPC client aborts the process instead."""
+
+    def __init__(self, message: str, endpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
 
 
 class ClosedError(LlamaError, RuntimeError):
@@ -112,6 +126,14 @@ class KVCacheFullError(DecodeError):
 
 class StateError(LlamaError):
     """A saved context state could not be restored (truncated, or another model's)."""
+
+
+class OverloadedError(LlamaError):
+    """An engine's queue is full; ``retry_after`` seconds is a reasonable wait."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class GenerationError(LlamaError):

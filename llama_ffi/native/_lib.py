@@ -10,6 +10,12 @@ Search order (the first that loads wins; a failure lists every place tried):
   4. the repository's ``vendor/lib`` (what ``scripts/build_libllama.py`` builds)
   5. the system's loader search path (``libllama.so``)
 
+A CUDA wheel does not carry the CUDA runtime or cuBLAS: it depends on NVIDIA's registry
+wheels, and its ``lib/preload.txt`` names the sonames to take from them. Before opening a
+libllama that has such a file beside it, :func:`_preload` dlopens each one found under
+``site-packages/nvidia/*/lib/``, so the dynamic loader reuses them for libggml-cuda's
+NEEDED entries; one not found is left to the system (a local toolkit).
+
 A library that loads is then checked against the generated declarations before
 anything calls it; a mismatch raises :class:`LibraryVersionError`.
 """
@@ -17,6 +23,8 @@ anything calls it; a mismatch raises :class:`LibraryVersionError`.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import glob
 import os
 import sys
 import threading
@@ -66,6 +74,31 @@ def candidate_paths(path: str | os.PathLike | None = None) -> list[str]:
     return out
 
 
+def _preload(lib_dir: str, search_path: list[str] | None = None) -> list[str]:
+    """Load the CUDA libraries ``lib_dir/preload.txt`` names from NVIDIA's wheels.
+
+    Returns the paths loaded. Runs only when libllama is first loaded, never at import;
+    without a preload.txt (every CPU build) it costs one ``stat``.
+    """
+    listing = os.path.join(lib_dir, "preload.txt")
+    if not os.path.exists(listing):
+        return []
+    with open(listing, encoding="utf-8") as f:
+        sonames = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    loaded = []
+    for soname in sonames:
+        for entry in search_path if search_path is not None else sys.path:
+            hits = sorted(glob.glob(os.path.join(entry or ".", "nvidia", "*", "lib", soname)))
+            if hits:
+                try:  # RTLD_GLOBAL: libggml-cuda, loaded later, must see the symbols
+                    ctypes.CDLL(hits[0], mode=ctypes.RTLD_GLOBAL)
+                except OSError:
+                    continue  # unusable copy: the system loader may still find another
+                loaded.append(hits[0])
+                break
+    return loaded
+
+
 def _open_first(candidates: list[str]):
     tried = []
     for candidate in candidates:
@@ -73,6 +106,8 @@ def _open_first(candidates: list[str]):
         if is_file_path and not os.path.exists(candidate):
             tried.append(f"{candidate}: no such file")
             continue
+        if is_file_path:
+            _preload(os.path.dirname(candidate))
         try:
             return ffi.dlopen(candidate), candidate, tried
         except OSError as exc:

@@ -11,6 +11,7 @@ from ..gguf_check import check_gguf_file
 from ._lib import ffi, get_lib
 from .handle import Handle
 from .params import SPLIT_MODES, ModelParams, _lookup
+from .rpc import model_devices
 from .vocab import Vocab
 
 
@@ -119,6 +120,11 @@ class Model(Handle):
         if params.tensor_split:
             keep["tensor_split"] = ffi.new("float[]", list(params.tensor_split) + [0.0] * 16)
             c_params.tensor_split = keep["tensor_split"]
+        if params.rpc_servers or params.devices is not None:
+            # A NULL-terminated ggml_backend_dev_t array; llama.cpp reads it during the load.
+            keep["devices"] = ffi.new("ggml_backend_dev_t[]",
+                                      model_devices(params.rpc_servers, params.devices) + [ffi.NULL])
+            c_params.devices = keep["devices"]
         if params.kv_overrides:
             keep["kv"] = _kv_overrides(params.kv_overrides)
             c_params.kv_overrides = keep["kv"]

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping, Sequence
 
 from ..errors import ValidationError
+from .rpc import parse_endpoint
 
 # enum llama_split_mode
-SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
+SPLIT_MODES = {"none": 0, "layer": 1, "row": 2, "tensor": 3}  # tensor: experimental (a meta device)
 # enum llama_pooling_type
 POOLING_TYPES = {"unspecified": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 # enum llama_flash_attn_type
@@ -44,6 +45,12 @@ class ModelParams:
 
     ``n_gpu_layers=None`` offloads every layer when a GPU backend exists (llama.cpp's
     default); 0 keeps everything on the CPU.
+
+    ``rpc_servers`` (``["10.0.0.2:50052", ...]``) adds the devices of RPC workers
+    (``python -m llama_ffi.rpc_server``) in front of the local GPUs, and the offloaded
+    layers are spread over all of them. ``devices`` names the local devices to use
+    (``[d.name for d in llama_ffi.native.devices()]``; ``[]``: none, only the CPU and the
+    RPC workers); ``None`` means every local GPU.
     """
 
     n_gpu_layers: int | None = None
@@ -55,6 +62,8 @@ class ModelParams:
     use_mlock: bool = False
     check_tensors: bool = False
     kv_overrides: Mapping[str, bool | int | float | str] | None = None
+    rpc_servers: Sequence[str] | None = None
+    devices: Sequence[str] | None = None
     progress: Callable[[float], bool | None] | None = field(default=None, repr=False)
 
     def validate(self) -> None:
@@ -64,6 +73,12 @@ class ModelParams:
         if self.tensor_split is not None and (
                 len(self.tensor_split) > 256 or any(not (x >= 0) for x in self.tensor_split)):
             raise ValidationError("tensor_split must be at most 256 non-negative numbers", param="tensor_split")
+        if isinstance(self.rpc_servers, str) or isinstance(self.devices, str):
+            raise ValidationError("rpc_servers and devices take a list of strings", param="rpc_servers")
+        for endpoint in self.rpc_servers or ():
+            parse_endpoint(endpoint)
+        if self.devices is not None and not all(isinstance(d, str) for d in self.devices):
+            raise ValidationError("devices must be device names (strings)", param="devices")
         for key, value in (self.kv_overrides or {}).items():
             if not isinstance(key, str) or len(key.encode()) >= 128:
                 raise ValidationError(f"kv_overrides key {key!r} must be a string under 128 bytes",
