@@ -50,6 +50,7 @@ TOOL_SETS = {
     "bench": ["llama-bench", "llama-batched-bench", "llama-simple"],
     "all": ["llama-bench", "llama-batched-bench", "llama-simple", "llama-server", "llama-quantize"],
 }
+MANIFEST_LAYOUT = 2  # bump when what install() writes changes, so old vendor/ trees are redone
 PORTABLE_X86 = ["-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON"]
 
 
@@ -182,6 +183,13 @@ def install(bin_dir: Path, tree: Path, manifest: dict, tools: list[str]) -> None
     for tool in tools:
         if (bin_dir / tool).exists():
             shutil.copy2(bin_dir / tool, VENDOR / "bin" / tool)
+    if tools:  # libraries only the tools link (libllama-common, libllama-<tool>-impl...) sit
+        # beside them in bin/ (their RUNPATH has $ORIGIN), keeping lib/ to what the binding loads
+        core = {p.name for pattern in LIB_GLOBS for p in bin_dir.glob(pattern)}
+        for lib in sorted(bin_dir.glob("*.so*")):
+            if lib.name not in core:
+                dest = VENDOR / "bin" / lib.name
+                os.symlink(os.readlink(lib), dest) if lib.is_symlink() else shutil.copy2(lib, dest)
     link = VENDOR / "llama.cpp"
     if link.is_symlink() or link.exists():
         if link.is_symlink() or link.resolve() != tree.resolve():
@@ -189,7 +197,7 @@ def install(bin_dir: Path, tree: Path, manifest: dict, tools: list[str]) -> None
     if not link.exists():
         link.symlink_to(tree, target_is_directory=True)
     manifest["libraries"] = libs
-    manifest["tools"] = sorted(p.name for p in (VENDOR / "bin").iterdir())
+    manifest["tools"] = sorted(p.name for p in (VENDOR / "bin").iterdir() if ".so" not in p.name)
     (VENDOR / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log(f"installed {len(libs)} libraries into {VENDOR / 'lib'}")
 
@@ -233,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tree, source = fetch_pinned_source()
         commit = source["llama_cpp_commit"]
-    manifest = {"source": source, "llama_cpp_commit": commit, "flags": cmake_flags(args),
+    manifest = {"layout": MANIFEST_LAYOUT, "source": source, "llama_cpp_commit": commit, "flags": cmake_flags(args),
                 "cuda": bool(args.cuda), "machine": platform.machine()}
     if up_to_date(manifest, tools):
         log("vendor/ is up to date with these inputs; nothing to do")
