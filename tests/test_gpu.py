@@ -39,14 +39,24 @@ def test_a_gpu_device_is_listed():
     assert gpus and gpus[0].memory_total > 1 << 30
 
 
-def test_offloaded_greedy_mostly_agrees_with_cpu(gpu_model, cpu_model):
-    gpu, cpu = greedy(gpu_model), greedy(cpu_model)
-    # kernels differ in rounding: the first tokens agree, later ones may drift
-    assert gpu[:4] == cpu[:4]
+def first_logits(model):
+    with Context(model, ContextParams(n_ctx=256)) as ctx:
+        batch = Batch(64)
+        batch.add(model.vocab.tokenize(PROMPT), 0)
+        ctx.decode(batch)
+        return ctx.logits().copy()
 
 
-@pytest.mark.parametrize("flash_attn", ["on", "off"])
-@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+def test_offloaded_model_computes_the_same_logits(gpu_model, cpu_model):
+    # GPU and CPU kernels round differently, so greedy paths may part after a few tokens;
+    # the logits of one step must still agree closely and pick the same token.
+    gpu, cpu = first_logits(gpu_model), first_logits(cpu_model)
+    assert int(np.argmax(gpu)) == int(np.argmax(cpu))
+    assert np.corrcoef(gpu, cpu)[0, 1] > 0.999
+    assert np.max(np.abs(gpu - cpu)) < 0.05 * np.max(np.abs(cpu))
+
+
+@pytest.mark.parametrize("flash_attn, kv_type", [("on", "f16"), ("off", "f16"), ("on", "q8_0"), ("on", "q4_0")])
 def test_flash_attention_and_kv_types(gpu_model, flash_attn, kv_type):
     tokens = greedy(gpu_model, 8, flash_attn=flash_attn, type_k=kv_type, type_v=kv_type)
     assert len(tokens) == 8 and all(0 <= t < gpu_model.vocab.n_tokens for t in tokens)
@@ -60,7 +70,7 @@ def test_several_sequences_in_one_batch_match_single(gpu_model):
         for seq in range(4):
             batch.add(prompt, 0, seq_id=seq)
         ctx.decode(batch)
-        firsts = [int(np.argmax(ctx.logits(i))) for i in range(4)]
+        firsts = [int(np.argmax(ctx.logits(int(i)))) for i in batch.output_indices()]
     assert firsts == [single[0]] * 4
 
 

@@ -99,7 +99,25 @@ def _preload(lib_dir: str, search_path: list[str] | None = None) -> list[str]:
     return loaded
 
 
+def _share_libstdcxx() -> None:
+    """Put libstdc++ in the process's global symbol scope before libllama is opened.
+
+    Seen on the GPU machine (Ubuntu's Python 3.12 with numpy imported first): llama.cpp's
+    C++ code resolved some standard-library symbols to another copy than its own and
+    crashed in the tokenizer's std::regex setup at model load. With the shared libstdc++
+    global, every library resolves them to the same copy. Harmless where it is already so.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            pass  # a libllama linked statically against libstdc++ does not need it
+
+
 def _open_first(candidates: list[str]):
+    _share_libstdcxx()
     tried = []
     for candidate in candidates:
         is_file_path = os.sep in candidate

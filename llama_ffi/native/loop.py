@@ -23,10 +23,17 @@ LogitsHook = Callable[[np.ndarray], None]
 class TokenLoop:
     """Prefill a prompt, then alternate sample and decode on sequence ``seq_id``."""
 
-    def __init__(self, context: Context, chain: SamplerChain, *, seq_id: int = 0) -> None:
+    def __init__(self, context: Context, chain: SamplerChain, *, seq_id: int = 0,
+                 backend_sampling: bool = False) -> None:
+        """``backend_sampling`` attaches the chain to the context so llama.cpp samples inside
+        the graph (on the GPU): no logits row crosses to the host per token. It rules out
+        a ``logits_hook``, and the chain can then serve no other loop."""
         self.context = context
         self.chain = chain
         self.seq_id = seq_id
+        self.backend_sampling = backend_sampling
+        if backend_sampling:
+            context.set_sampler(seq_id, chain)
         self.pos = 0  # next position to write
         self._prefill_batch = Batch(context.n_batch)
         self._step = Batch(1)
@@ -64,6 +71,8 @@ class TokenLoop:
             logits_hook: LogitsHook | None = None, cancelled: Callable[[], bool] | None = None) -> Iterator[int]:
         """Yield sampled tokens until ``max_tokens``, a stop token (not yielded), the context
         end, or ``cancelled()``. The last prefill/feed must have produced logits."""
+        if logits_hook is not None and self.backend_sampling:
+            raise ValueError("a logits hook needs host-side sampling: build the loop without backend_sampling")
         ctx, lib = self.context, self.context._lib
         ctx_ptr, chain_ptr = ctx.ptr, self.chain.ptr
         decode, sample = lib.llama_decode, lib.llama_sampler_sample

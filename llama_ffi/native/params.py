@@ -128,6 +128,10 @@ class ContextParams:
         _check_range("yarn_orig_ctx", self.yarn_orig_ctx, 0, 1 << 24)
         for name in ("pooling_type", "flash_attn", "type_k", "type_v", "rope_scaling_type"):
             self._enum(name)
+        if self._enum("type_v") not in (KV_TYPES["f32"], KV_TYPES["f16"], KV_TYPES["bf16"]) \
+                and self._enum("flash_attn") == FLASH_ATTN["off"]:
+            raise ValidationError("a quantized V cache (type_v) needs flash attention; use flash_attn='on' "
+                                  "or 'auto'", param="type_v")
 
     def _enum(self, name: str) -> int:
         table = {"pooling_type": POOLING_TYPES, "flash_attn": FLASH_ATTN, "type_k": KV_TYPES,

@@ -82,7 +82,12 @@ class Vocab:
         """Every token's bytes (special tokens rendered), computed once: a list index is
         the cheapest way to turn a sampled token into output in the generation loop."""
         if self._pieces is None:
-            self._pieces = [self.token_to_piece(t) for t in range(self.n_tokens)]
+            to_piece, ptr, buf = self._lib.llama_token_to_piece, self.ptr, ffi.new("char[]", 256)
+            pieces = []
+            for token in range(self.n_tokens):  # ids are in range by construction: no checks
+                n = to_piece(ptr, token, buf, 256, 0, True)
+                pieces.append(ffi.buffer(buf, n)[:] if n >= 0 else self.token_to_piece(token))
+            self._pieces = pieces
         return self._pieces
 
     def check_tokens(self, tokens: Iterable[int]) -> np.ndarray:
