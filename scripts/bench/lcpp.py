@@ -50,7 +50,8 @@ def _unpack(source: Path, dest: Path) -> bool:
 
 
 def _missing_deps(path: list[str]) -> list[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, *inherited]))
     missing = []
     for module, dist in DEPS.items():
         if subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True).returncode:
