@@ -25,6 +25,8 @@ from .errors import (
     LibraryVersionError,
     LlamaError,
     ModelLoadError,
+    OverloadedError,
+    RpcError,
     StateError,
     TemplateError,
     ValidationError,
@@ -49,12 +51,21 @@ _LAZY = {
     "load_library": "llama_ffi.native",
     "system_info": "llama_ffi.native",
     "default_model_path": "llama_ffi.models",
+    "Engine": "llama_ffi.engine",
+    "EngineConfig": "llama_ffi.engine",
+    "EnginePool": "llama_ffi.engine",
+    "CompletionOptions": "llama_ffi.completion_options",
+    "Llama": "llama_ffi.llama",
+    "LlamaGrammar": "llama_ffi.grammar",
+    "LlamaSettings": "llama_ffi.llama",
+    "LlamaState": "llama_ffi.llama",
+    "SamplingParams": "llama_ffi.sampling",
 }
 
 __all__ = sorted([
     "CancelledError", "ClosedError", "ContextOverflowError", "DecodeError", "GenerationError",
     "GrammarError", "KVCacheFullError", "LibraryNotFoundError", "LibraryVersionError",
-    "LlamaError", "ModelLoadError", "StateError", "TemplateError", "ValidationError",
+    "LlamaError", "ModelLoadError", "OverloadedError", "RpcError", "StateError", "TemplateError", "ValidationError",
     "__version__", *_LAZY,
 ])
 

@@ -55,3 +55,22 @@ def native_tool(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{name} not built: run scripts/build_libllama.py --tools simple")
     return path
+
+
+# --- the high-level Llama (tests/test_llama_*.py, test_compat_llama_cpp_python.py, test_cli.py) ---
+@pytest.fixture(scope="session")
+def llama(model_path):
+    """One Llama for the session: small context, CPU, quiet. Tests leave it usable."""
+    from llama_ffi import Llama
+
+    with Llama(str(model_path), n_ctx=512, n_batch=256, verbose=False) as llm:
+        yield llm
+
+
+@pytest.fixture(scope="session")
+def embedder(model_path):
+    """The same model with embeddings on (mean pooling), for embedding tests."""
+    from llama_ffi import Llama
+
+    with Llama(str(model_path), n_ctx=512, embedding=True, pooling_type="mean", verbose=False) as llm:
+        yield llm

@@ -1,0 +1,403 @@
+"""``Llama``: the high-level API, with llama-cpp-python 0.3's names, defaults and shapes.
+
+Code written for llama-cpp-python moves over by changing the import. The class is small:
+construction sorts keyword arguments into typed groups (:class:`ModelParams`,
+:class:`ContextParams`, :class:`LlamaSettings`); completion is the engine in
+``completion.py``, chat in ``llama_chat.py``, embeddings in ``llama_embed.py``, asyncio in
+``llama_async.py`` and the Hugging Face hub in ``hub.py``.
+
+>>> with Llama("model.gguf", n_ctx=2048, verbose=False) as llm:
+...     llm("Q: Name the planets. A:", max_tokens=32, stop=["Q:"])["choices"][0]["text"]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import completion
+from .completion_options import split_options
+from .errors import ValidationError
+from .native import Context, ContextParams, LoraAdapter, Model, ModelParams
+from .sampling import SamplingParams
+
+__all__ = ["Llama", "LlamaSettings", "LlamaState"]
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+
+# llama-cpp-python's Llama(...) keywords, by the group that takes them.
+_MODEL_KEYS = frozenset(f.name for f in fields(ModelParams))
+_CONTEXT_KEYS = frozenset(f.name for f in fields(ContextParams)) | {"embedding"}
+# llama-cpp-python defaults that differ from llama.cpp's own.
+_CONTEXT_DEFAULTS = {"n_ctx": 512, "n_batch": 512, "n_ubatch": 512, "flash_attn": False}
+
+
+@dataclass(kw_only=True)
+class LlamaSettings:
+    """Settings of the ``Llama`` object itself (not of the model or the context).
+
+    ``seed``: default sampling seed (``LLAMA_DEFAULT_SEED``/-1: random each call).
+    ``chat_format``: a named format (``"chatml"``...) instead of the GGUF template;
+    ``chat_handler``: a llama-cpp-python style callable that answers chat requests.
+    ``lora_path``/``lora_scale``: an adapter applied to every call unless ``loras=`` says
+    otherwise. ``verbose``: llama.cpp's log on stderr. ``logits_all``, ``last_n_tokens_size``,
+    ``numa``, ``lora_base``, ``tokenizer`` and ``spm_infill`` are accepted for compatibility.
+    """
+
+    seed: int = LLAMA_DEFAULT_SEED
+    chat_format: str | None = None
+    chat_handler: Any = None
+    lora_path: str | os.PathLike | None = None
+    lora_scale: float = 1.0
+    lora_base: str | None = None
+    verbose: bool = True
+    logits_all: bool = False
+    last_n_tokens_size: int = 64
+    numa: Any = False
+    tokenizer: Any = None
+    spm_infill: bool = False
+    draft_model: Any = None
+
+    def validate(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -1 <= self.seed <= LLAMA_DEFAULT_SEED:
+            raise ValidationError(f"seed must be an integer in [-1, {LLAMA_DEFAULT_SEED}]", param="seed")
+        if self.chat_format is not None and not isinstance(self.chat_format, str):
+            raise ValidationError("chat_format must be a format name", param="chat_format")
+        if self.chat_handler is not None and not callable(self.chat_handler):
+            raise ValidationError("chat_handler must be callable", param="chat_handler")
+        if self.draft_model is not None:
+            raise ValidationError("speculative decoding (draft_model) is not supported", param="draft_model")
+
+
+_SETTINGS_KEYS = frozenset(f.name for f in fields(LlamaSettings))
+
+
+def _sort_kwargs(kwargs: Mapping[str, Any], model_params, context_params):
+    """Split Llama(...) keywords into (ModelParams, ContextParams, LlamaSettings)."""
+    model_kw: dict[str, Any] = {"n_gpu_layers": 0}  # llama-cpp-python: CPU unless asked
+    context_kw: dict[str, Any] = dict(_CONTEXT_DEFAULTS)
+    settings_kw: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key in _MODEL_KEYS:
+            model_kw[key] = value
+        elif key in _CONTEXT_KEYS:
+            context_kw["embeddings" if key == "embedding" else key] = value
+        elif key in _SETTINGS_KEYS:
+            settings_kw[key] = value
+        else:
+            raise TypeError(f"Llama() got an unexpected keyword argument {key!r}")
+    if context_kw.get("n_threads") is not None and context_kw.get("n_threads_batch") is None:
+        context_kw["n_threads_batch"] = context_kw["n_threads"]
+    if context_kw.get("type_k") is None:
+        context_kw.pop("type_k", None)
+    if context_kw.get("type_v") is None:
+        context_kw.pop("type_v", None)
+    if context_kw.get("embeddings"):
+        # Pack many inputs into one batch: several sequences sharing one KV cache, and a
+        # micro-batch as large as the batch (non-causal models need the whole input at once).
+        context_kw.setdefault("n_seq_max", 16)
+        context_kw.setdefault("kv_unified", True)
+        context_kw["n_ubatch"] = max(context_kw["n_ubatch"], context_kw["n_batch"])
+    mp = model_params or ModelParams(**model_kw)
+    cp = context_params or ContextParams(**context_kw)
+    return mp, cp, LlamaSettings(**settings_kw)
+
+
+def _enable_verbose() -> None:
+    """verbose=True: llama.cpp's log on stderr, like llama-cpp-python (one handler, once)."""
+    logger = logging.getLogger("llama_ffi")
+    if not any(getattr(h, "_llama_ffi_verbose", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._llama_ffi_verbose = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+@dataclass
+class LlamaState:
+    """A saved context (``Llama.save_state``), with llama-cpp-python's field names."""
+
+    input_ids: np.ndarray
+    scores: np.ndarray | None
+    n_tokens: int
+    llama_state: bytes
+    llama_state_size: int
+    seed: int
+
+
+class Llama:
+    """A model plus one inference context, with llama-cpp-python's API."""
+
+    _model: Model | None = None  # keeps close()/__del__ safe after a failed __init__
+    _context: Context | None = None
+
+    def __init__(self, model_path: str | os.PathLike | None = None, *,
+                 model_params: ModelParams | None = None, context_params: ContextParams | None = None,
+                 **kwargs: Any) -> None:
+        from .models import default_model_path
+
+        mp, cp, settings = _sort_kwargs(kwargs, model_params, context_params)
+        settings.validate()
+        if settings.verbose:
+            _enable_verbose()
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if not path.exists():
+            raise ValidationError(f"Model path does not exist: {path}", param="model_path")
+        self.settings = settings
+        self.model_path = str(path)
+        self._model = Model(path, mp)
+        try:
+            self._context = Context(self._model, cp)
+            self._loras: list[LoraAdapter] = []
+            default_loras = {}
+            if settings.lora_path:
+                default_loras = {self.load_lora(settings.lora_path): float(settings.lora_scale)}
+            self._engine = completion.CompletionEngine(self._context, model_name=self.model_path,
+                                                       default_loras=default_loras)
+        except BaseException:
+            self._model.close()
+            raise
+        seed = settings.seed
+        self.sampling = SamplingParams(seed=None if seed in (-1, LLAMA_DEFAULT_SEED) else seed)
+        self.chat_format = settings.chat_format
+        self.chat_handler = settings.chat_handler
+        self.verbose = settings.verbose
+        self.model_params, self.context_params = mp, cp
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free the context, adapters and model. Safe to call more than once."""
+        if self._context is not None:
+            self._context.close()
+        if self._model is not None:
+            self._model.close()  # closes adapters (its children) too
+
+    def __enter__(self) -> "Llama":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._model is None or self._model.closed:
+            return
+        try:
+            warnings.warn(f"unclosed {self!r}; call close() or use a with block", ResourceWarning,
+                          stacklevel=2, source=self)
+        except Exception:  # noqa: BLE001 - __del__ never raises (warnings may be errors)
+            pass
+        finally:
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __repr__(self) -> str:
+        try:
+            if self._model is None or self._model.closed:
+                return "<Llama closed>"
+            return f"<Llama {Path(self.model_path).name!r} n_ctx={self.n_ctx()}>"
+        except Exception:  # noqa: BLE001
+            return "<Llama ?>"
+
+    # --- the native objects ---------------------------------------------------------------
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    @property
+    def context(self) -> Context:
+        return self._context
+
+    @property
+    def stats(self) -> completion.EngineStats:
+        """Prompt/generated token counters (``stats.last_prefill``: prefix reuse at work)."""
+        return self._engine.stats
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self._model.metadata
+
+    # --- completion -----------------------------------------------------------------------
+    def create_completion(self, prompt: str | list[int], suffix: str | None = None, max_tokens: int | None = 16,
+                          **options: Any) -> dict | Iterator[dict]:
+        """A ``text_completion`` dict, or an iterator of chunks with ``stream=True``.
+
+        Options: llama-cpp-python's (temperature, top_p, top_k, min_p, typical_p,
+        repeat/presence/frequency_penalty, mirostat_*, seed, stop, logprobs, echo, stream,
+        grammar, logit_bias, logits_processor, stopping_criteria, model), any
+        :class:`SamplingParams` field or ``sampling=SamplingParams(...)``, and
+        ``cancel``, ``loras``, ``reset_kv_cache``, ``truncate`` (see CompletionOptions)."""
+        opts, params = split_options(options, self.sampling)
+        opts.suffix, opts.max_tokens = suffix, max_tokens
+        run = self._engine.prepare(prompt, opts, params)
+        if opts.stream:
+            return completion.stream(self._engine, run, params)
+        return completion.complete(self._engine, run, params)
+
+    __call__ = create_completion
+
+    def generate(self, prompt: str | list[int], **options: Any) -> str:
+        """Just the generated text (options as for create_completion; ``max_tokens`` 16)."""
+        options.pop("stream", None)
+        return self.create_completion(prompt, **options)["choices"][0]["text"]
+
+    def generate_stream(self, prompt: str | list[int], **options: Any) -> Iterator[str]:
+        """Yield text pieces as tokens are decoded (a character split across tokens is
+        yielded whole). Stop iterating to stop generating."""
+        options["stream"] = False
+        opts, params = split_options(options, self.sampling)
+        run = self._engine.prepare(prompt, opts, params)
+        gen = self._engine.generate(run, params)
+        try:
+            for text in gen:
+                if text:
+                    yield text
+        finally:
+            gen.close()
+
+    def create_chat_completion(self, messages: list[dict], **options: Any) -> dict | Iterator[dict]:
+        """A ``chat.completion`` dict, or ``chat.completion.chunk`` iterator with stream=True."""
+        from .llama_chat import create_chat_completion
+
+        return create_chat_completion(self, messages, **options)
+
+    # --- embeddings -----------------------------------------------------------------------
+    def create_embedding(self, input: str | list[str], model: str | None = None) -> dict:  # noqa: A002
+        from .llama_embed import create_embedding
+
+        return create_embedding(self, input, model=model)
+
+    def embed(self, input: str | list[str], normalize: bool = False, truncate: bool = True,  # noqa: A002
+              return_count: bool = False):
+        from .llama_embed import embed
+
+        return embed(self, input, normalize=normalize, truncate=truncate, return_count=return_count)
+
+    def rerank(self, query: str, documents: list[str]) -> list[float]:
+        from .llama_embed import rerank
+
+        return rerank(self, query, documents)
+
+    # --- async ------------------------------------------------------------------------------
+    async def create_completion_async(self, prompt, **options):
+        from .llama_async import create_completion_async
+
+        return await create_completion_async(self, prompt, **options)
+
+    async def create_chat_completion_async(self, messages, **options):
+        from .llama_async import create_chat_completion_async
+
+        return await create_chat_completion_async(self, messages, **options)
+
+    async def create_embedding_async(self, input, **options):  # noqa: A002
+        from .llama_async import create_embedding_async
+
+        return await create_embedding_async(self, input, **options)
+
+    # --- tokens ---------------------------------------------------------------------------
+    def tokenize(self, text: bytes | str, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids of ``text`` (UTF-8 bytes, as in llama-cpp-python, or str)."""
+        if isinstance(text, (bytes, bytearray)):
+            try:
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValidationError(f"text is not valid UTF-8: {exc}", param="text") from None
+        if not isinstance(text, str):
+            raise ValidationError("text must be bytes or str", param="text")
+        return self._model.vocab.tokenize(text, add_special=bool(add_bos), parse_special=bool(special))
+
+    def detokenize(self, tokens: list[int], prev_tokens: list[int] | None = None, special: bool = False) -> bytes:
+        """The bytes ``tokens`` spell; with ``prev_tokens`` only what ``tokens`` add."""
+        vocab = self._model.vocab
+        if not prev_tokens:
+            return vocab.detokenize(tokens, unparse_special=special)
+        whole = vocab.detokenize(list(prev_tokens) + list(tokens), unparse_special=special)
+        head = vocab.detokenize(prev_tokens, unparse_special=special)
+        return whole[len(head):] if whole.startswith(head) else whole
+
+    def token_bos(self) -> int:
+        bos = self._model.vocab.bos
+        return -1 if bos is None else bos
+
+    def token_eos(self) -> int:
+        eos = self._model.vocab.eos
+        return -1 if eos is None else eos
+
+    def token_nl(self) -> int:
+        nl = self._model.vocab.nl
+        return -1 if nl is None else nl
+
+    def n_ctx(self) -> int:
+        return self._context.n_ctx
+
+    def n_vocab(self) -> int:
+        return self._model.vocab.n_tokens
+
+    def n_embd(self) -> int:
+        return self._model.n_embd
+
+    # --- state ----------------------------------------------------------------------------
+    def save_state(self) -> LlamaState:
+        engine = self._engine
+        engine.acquire()
+        try:
+            data = self._context.state_bytes()
+            ids = np.asarray(engine.cache, dtype=np.intc)
+        finally:
+            engine.release()
+        seed = self.sampling.seed
+        return LlamaState(input_ids=ids, scores=None, n_tokens=len(ids), llama_state=data,
+                          llama_state_size=len(data), seed=LLAMA_DEFAULT_SEED if seed is None else seed)
+
+    def load_state(self, state: LlamaState) -> None:
+        if not isinstance(state, LlamaState):
+            raise ValidationError("load_state takes what save_state returned", param="state")
+        engine = self._engine
+        engine.acquire()
+        try:
+            engine.invalidate()
+            self._context.load_state_bytes(state.llama_state)
+            engine.cache = [int(t) for t in state.input_ids[: state.n_tokens]]
+            engine.loop.pos = len(engine.cache)
+        finally:
+            engine.release()
+
+    def reset(self) -> None:
+        """Forget the KV cache (the next call decodes its whole prompt)."""
+        engine = self._engine
+        engine.acquire()
+        try:
+            self._context.memory_clear()
+            engine.invalidate()
+            engine.loop.pos = 0
+        finally:
+            engine.release()
+
+    def set_seed(self, seed: int) -> None:
+        self.sampling = self.sampling.updated(seed=seed)
+        self.sampling.validate()
+
+    # --- LoRA -------------------------------------------------------------------------------
+    def load_lora(self, path: str | os.PathLike) -> LoraAdapter:
+        """Load an adapter for this model; use it per call with ``loras={adapter: scale}``."""
+        adapter = LoraAdapter(self._model, path)
+        self._loras.append(adapter)
+        return adapter
+
+    # --- hub -------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str | None = None, **kwargs: Any) -> "Llama":
+        """Download a GGUF from the Hugging Face hub (glob ``filename``, split GGUFs) and load it."""
+        from .hub import from_pretrained
+
+        return from_pretrained(cls, repo_id, filename, **kwargs)
