@@ -1,0 +1,292 @@
+"""``Engine``: many concurrent generations from one model in one context.
+
+A dedicated thread runs the scheduler's steps; callers submit requests from any thread
+or event loop and receive their output as events. Events for asyncio callers are handed
+over once per step per event loop (one ``call_soon_threadsafe`` for all of them), so a
+step with 64 streams costs one wake-up, not 64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ClosedError, ContextOverflowError, GenerationError, OverloadedError, ValidationError
+from ..native import Context, ContextParams, Model, ModelParams
+from ..native.devices import has_gpu
+from ..sampling import SamplingParams
+from .request import Event, Request
+from .scheduler import Scheduler
+
+
+@dataclass(kw_only=True)
+class EngineConfig:
+    n_ctx: int = 8192
+    n_seq_max: int = 16
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_gpu_layers: int | None = None
+    flash_attn: str | bool | None = "auto"
+    n_threads: int | None = None
+    backend_sampling: bool | str = "auto"  # "auto": on when layers run on a GPU
+    max_queued_requests: int = 1024
+    max_queued_tokens: int = 1 << 22
+    max_tokens_default: int = 256
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    cached_tokens: int
+    logprobs: list | None = None
+
+    @property
+    def usage(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.tokens),
+                "total_tokens": self.prompt_tokens + len(self.tokens)}
+
+
+class Engine:
+    """Continuous batching over one model: ``async for event in engine.generate(...)``."""
+
+    def __init__(self, model: Model | str | os.PathLike, config: EngineConfig | None = None, **overrides) -> None:
+        self.config = config or EngineConfig(**overrides)
+        cfg = self.config
+        self._owns_model = not isinstance(model, Model)
+        self.model = Model(model, ModelParams(n_gpu_layers=cfg.n_gpu_layers)) if self._owns_model else model
+        self.context = Context(self.model, ContextParams(
+            n_ctx=cfg.n_ctx, n_batch=cfg.n_batch, n_ubatch=min(cfg.n_ubatch, cfg.n_batch), n_seq_max=cfg.n_seq_max,
+            kv_unified=True, flash_attn=cfg.flash_attn, n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads))
+        backend = cfg.backend_sampling
+        if backend == "auto":
+            backend = cfg.n_gpu_layers != 0 and has_gpu()
+        self.scheduler = Scheduler(self.context, backend_sampling=bool(backend))
+        self.name = Path(getattr(self.model, "path", "model")).name
+        self._inbox: list[Request] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._outbox: dict[asyncio.AbstractEventLoop, list] = {}
+        self._queued_tokens = 0
+        self._thread = threading.Thread(target=self._run, name=f"llama_ffi-engine-{self.name}", daemon=True)
+        self._thread.start()
+
+    # --- submission --------------------------------------------------------------------------
+    def submit(self, prompt: str | Sequence[int], *, sampling: SamplingParams | None = None,
+               max_tokens: int | None = None, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
+               grammar=None, logprobs: int | None = None, sink=None) -> Request:
+        """Queue a request; ``sink(event)`` is called on the engine thread for its output."""
+        if self._closed:
+            raise ClosedError("engine is closed")
+        tokens = self._tokens(prompt)
+        sampling = sampling or SamplingParams()
+        sampling.validate()
+        max_tokens = self.config.max_tokens_default if max_tokens is None else max_tokens
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValidationError(f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= 20):
+            raise ValidationError("logprobs must be an integer in [0, 20]", param="logprobs")
+        _check_stops(stop)
+        stop_ids = frozenset(int(t) for t in self.model.vocab.check_tokens(list(stop_tokens)))
+        request = Request(prompt=tokens, sampling=sampling, max_tokens=max_tokens, sink=sink or (lambda e: None),
+                          stop=tuple(stop), stop_tokens=stop_ids, grammar=grammar, logprobs=logprobs)
+        with self._lock:
+            waiting = len(self._inbox) + len(self.scheduler.queue)
+            if waiting >= self.config.max_queued_requests or self._queued_tokens + len(tokens) > self.config.max_queued_tokens:
+                raise OverloadedError(f"engine queue is full ({waiting} requests waiting)", retry_after=1)
+            self._inbox.append(request)
+            self._queued_tokens += len(tokens)
+        self._wake.set()
+        return request
+
+    def _tokens(self, prompt) -> np.ndarray:
+        if isinstance(prompt, str):
+            tokens = np.asarray(self.model.vocab.tokenize(prompt, add_special=True, parse_special=True), dtype=np.int32)
+        else:
+            tokens = self.model.vocab.check_tokens(prompt)
+        if len(tokens) == 0:
+            raise ValidationError("prompt is empty", param="prompt")
+        if len(tokens) >= self.context.n_ctx_seq:
+            raise ContextOverflowError(f"prompt of {len(tokens)} tokens does not fit the context of "
+                                       f"{self.context.n_ctx_seq}", n_tokens=len(tokens),
+                                       n_ctx=self.context.n_ctx_seq, param="prompt")
+        return tokens
+
+    # --- consuming ----------------------------------------------------------------------------
+    async def generate(self, prompt, **kwargs) -> AsyncIterator[Event]:
+        """Stream events; leaving the loop early (or task cancellation) cancels the request."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        request = self.submit(prompt, sink=lambda e: self._post(loop, events, e), **kwargs)
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if event.finish_reason is not None:
+                    if event.error is not None:
+                        raise GenerationError(f"generation failed: {event.error}") from event.error
+                    return
+        finally:
+            request.cancel()
+            self._wake.set()
+
+    async def complete(self, prompt, **kwargs) -> Completion:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        request = self.submit(prompt, sink=lambda e: self._post(loop, events, e), **kwargs)
+        result = _Accumulator(request)
+        try:
+            while not result.add(await events.get()):
+                pass
+        finally:
+            request.cancel()
+            self._wake.set()
+        return result.completion()
+
+    def generate_sync(self, prompt, **kwargs) -> Iterator[Event]:
+        """The same stream for scripts without an event loop."""
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        request = self.submit(prompt, sink=events.put, **kwargs)
+        try:
+            while True:
+                event = events.get()
+                yield event
+                if event.finish_reason is not None:
+                    if event.error is not None:
+                        raise GenerationError(f"generation failed: {event.error}") from event.error
+                    return
+        finally:
+            request.cancel()
+            self._wake.set()
+
+    def complete_sync(self, prompt, **kwargs) -> Completion:
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        request = self.submit(prompt, sink=events.put, **kwargs)
+        result = _Accumulator(request)
+        try:
+            while not result.add(events.get()):
+                pass
+        finally:
+            request.cancel()
+            self._wake.set()
+        return result.completion()
+
+    def _post(self, loop, events, event) -> None:
+        # Runs on the engine thread: collect, and hand over once per step (see _flush).
+        self._outbox.setdefault(loop, []).append((events, event))
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:
+                pass  # that event loop is closed: nobody is listening any more
+
+    # --- the engine thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        scheduler = self.scheduler
+        while not self._closed:
+            with self._lock:
+                incoming, self._inbox = self._inbox, []
+                self._queued_tokens = 0
+            scheduler.queue.extend(incoming)
+            try:
+                busy = scheduler.step()
+            except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the engine
+                scheduler.fail_all(exc)
+                busy = False
+            self._flush()
+            if not busy:
+                self._wake.wait(0.5 if scheduler.queue else None)
+                self._wake.clear()
+        for running in list(scheduler.running):
+            running.request.cancel()
+        scheduler.step() if scheduler.running else None
+        self._flush()
+
+    # --- state -----------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        s = self.scheduler
+        c = s.counters
+        ttft = sorted(c.ttft)
+        return {
+            "queued": len(s.queue) + len(self._inbox), "running": len(s.running),
+            "steps": c.steps, "prompt_tokens": c.prompt_tokens, "cached_prompt_tokens": c.cached_prompt_tokens,
+            "generated_tokens": c.generated_tokens, "preemptions": c.preemptions, "finished": c.finished,
+            "kv_cells_used": sum(slot.n_past for slot in s.slots.slots), "kv_cells_total": self.context.n_ctx,
+            "prefix_cache_hit_rate": c.cached_prompt_tokens / c.prompt_tokens if c.prompt_tokens else 0.0,
+            "ttft_p50": ttft[len(ttft) // 2] if ttft else None,
+            "ttft_p99": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))] if ttft else None,
+        }
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel running requests, stop the thread, free the context (and model if owned)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout)
+        self.context.close()
+        if self._owns_model:
+            self.model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.name} slots={self.context.n_seq_max} {'closed' if self._closed else 'running'}>"
+
+
+class _Accumulator:
+    """Collects a request's events into a Completion."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.parts: list[str] = []
+        self.tokens: list[int] = []
+        self.logprobs: list = []
+        self.finish_reason = "stop"
+
+    def add(self, event: Event) -> bool:
+        """Take one event; True once the request finished."""
+        self.parts.append(event.text)
+        self.tokens.extend(event.tokens)
+        self.logprobs.extend(event.logprobs or ())
+        if event.finish_reason is None:
+            return False
+        if event.error is not None:
+            raise GenerationError(f"generation failed: {event.error}") from event.error
+        self.finish_reason = event.finish_reason
+        return True
+
+    def completion(self) -> Completion:
+        r = self.request
+        return Completion("".join(self.parts), self.tokens, self.finish_reason, r.n_prompt, r.n_cached,
+                          self.logprobs if r.logprobs is not None else None)
+
+
+def _deliver(items) -> None:
+    for events, event in items:
+        events.put_nowait(event)
+
+
+def _check_stops(stop) -> None:
+    if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
+        raise ValidationError("stop must be a list of non-empty strings", param="stop")
+    if len(stop) > 64 or sum(len(s) for s in stop) > 16384:
+        raise ValidationError("at most 64 stop strings of 16 KiB in total", param="stop")
+

@@ -1,0 +1,68 @@
+"""A generation request as the engine sees it, and the events it streams back."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..sampling import SamplingParams
+
+_ids = itertools.count(1)
+
+
+class State(enum.Enum):
+    QUEUED = "queued"
+    PREFILL = "prefill"
+    DECODE = "decode"
+    FINISHED = "finished"
+
+
+@dataclass
+class Event:
+    """One step's worth of output for one request."""
+
+    text: str = ""
+    tokens: tuple[int, ...] = ()
+    logprobs: list | None = None
+    finish_reason: str | None = None  # "stop", "length", "cancelled", "error"
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class Request:
+    """What to generate. ``sink`` receives Events on the engine thread and must be quick."""
+
+    prompt: np.ndarray  # int32 token ids
+    sampling: SamplingParams
+    max_tokens: int
+    sink: Callable[[Event], None]
+    stop: Sequence[str] = ()
+    stop_tokens: frozenset[int] = frozenset()
+    grammar: object = None  # a llama_ffi.grammar.LlamaGrammar, or None
+    logprobs: int | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+    submitted_at: float = field(default_factory=time.perf_counter)
+    # engine-side state
+    state: State = State.QUEUED
+    first_token_at: float | None = None
+    n_generated: int = 0
+    n_cached: int = 0  # prompt tokens reused from the prefix cache
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Stop at the engine's next step; the sequence's cells are freed then."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def n_prompt(self) -> int:
+        return len(self.prompt)

@@ -1,0 +1,285 @@
+"""One engine step: admit requests into sequence slots, pack one batch, decode, sample.
+
+Each step packs the next token of every decoding sequence first (so long prompts never
+stall running streams), then chunks of pending prompts up to ``n_batch``. Prompts that
+share a prefix with a running or cached sequence get its KV cells instead of recomputing
+them; when the cache fills, the newest request is preempted and later resumed from its
+tokens so far, never corrupted.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..completion_options import StopMatcher
+from ..errors import KVCacheFullError
+from ..native import Batch, Sampler
+from ..native.loop import log_softmax
+from ..text import TextStream
+from .request import Event, Request, State
+from .slots import Slot, SlotTable
+
+EXPECTED_NEW_TOKENS = 128  # cells reserved per request beyond its prompt at admission
+
+
+@dataclass(eq=False)
+class Running:
+    request: Request
+    slot: Slot
+    chain: object
+    stream: TextStream = field(default_factory=TextStream)
+    stop: StopMatcher | None = None
+    last_token: int = -1
+    n_prompt_target: int = 0  # slot tokens that must be decoded before sampling starts
+
+
+@dataclass
+class Counters:
+    steps: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    preemptions: int = 0
+    finished: int = 0
+    ttft: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
+
+
+class Scheduler:
+    """Owns one Context. Not thread-safe: the engine thread alone calls ``step``."""
+
+    def __init__(self, context, *, backend_sampling: bool) -> None:
+        self.ctx = context
+        self.vocab = context.model.vocab
+        self.pieces = self.vocab.pieces
+        self.eog = self.vocab.eog_tokens
+        self.slots = SlotTable(context.n_seq_max)
+        for slot in self.slots.slots:
+            slot.buf = np.zeros(context.n_ctx, dtype=np.int32)
+        self.batch = Batch(context.n_batch)
+        self.queue: collections.deque[Request] = collections.deque()
+        self.running: list[Running] = []
+        self.backend_sampling = backend_sampling
+        self.counters = Counters()
+
+    # --- admission ---------------------------------------------------------------------
+    def _reserved(self) -> int:
+        return sum(len(r.slot.tokens) + EXPECTED_NEW_TOKENS for r in self.running)
+
+    def _admit(self) -> None:
+        deferred = []
+        while self.queue:
+            request = self.queue.popleft()
+            if request.cancelled:
+                self._emit_finish(request, "cancelled")
+                continue
+            if not self._try_admit(request, deferred):
+                self.queue.appendleft(request)
+                break
+        self.queue.extendleft(reversed(deferred))
+
+    def _try_admit(self, request: Request, deferred: list) -> bool:
+        """False when no slot or cells are free (stop admitting); deferral is not failure."""
+        prompt = request.prompt
+        match = self.slots.best_prefix(prompt)
+        if match is not None and match.slot.busy and match.slot.n_past < min(match.length, len(prompt) - 1):
+            deferred.append(request)  # the shared prefix is still being computed: wait for it
+            return True
+        slot = self.slots.pick_for(match)
+        if slot is None:
+            return False
+        if self._reserved() + len(prompt) + EXPECTED_NEW_TOKENS > self.ctx.n_ctx and self.running:
+            return False
+        reuse = 0
+        if match is not None:
+            reuse = min(match.length, len(prompt) - 1)  # at least one token yields logits
+            if match.slot is slot:
+                self.ctx.memory_seq_rm(slot.seq_id, reuse, -1)
+            else:
+                self._evict(slot)
+                self.ctx.memory_seq_cp(match.slot.seq_id, slot.seq_id, 0, reuse)
+        else:
+            self._evict(slot)
+        self._start(request, slot, reuse)
+        return True
+
+    def _evict(self, slot: Slot) -> None:
+        if slot.n_past:
+            self.ctx.memory_seq_rm(slot.seq_id)
+        slot.set_tokens(np.zeros(0, dtype=np.int32))
+        slot.n_past = 0
+
+    def _start(self, request: Request, slot: Slot, reuse: int) -> None:
+        slot.set_tokens(request.prompt)
+        slot.n_past = reuse
+        slot.request = request
+        SlotTable.touch(slot)
+        chain = request.sampling.build_chain(self.vocab, grammar=self._grammar(request))
+        if self.backend_sampling and request.grammar is None and request.logprobs is None:
+            self.ctx.set_sampler(slot.seq_id, chain)
+        request.state = State.PREFILL
+        if request.first_token_at is None:  # a resumed request was counted already
+            request.n_cached = reuse
+            self.counters.prompt_tokens += len(request.prompt)
+            self.counters.cached_prompt_tokens += reuse
+        running = Running(request, slot, chain, stop=StopMatcher(request.stop) if request.stop else None)
+        running.n_prompt_target = len(request.prompt)
+        self.running.append(running)
+
+    def _grammar(self, request: Request):
+        if request.grammar is None:
+            return None
+        return Sampler.grammar(self.vocab, request.grammar.text, request.grammar.root)
+
+    # --- one step ------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Run one batch. Returns False when there was nothing to do."""
+        self._reap_cancelled()
+        self._admit()
+        if not self.running:
+            return False
+        outputs = self._fill_batch()
+        try:
+            self.ctx.decode(self.batch)
+        except KVCacheFullError:
+            self._preempt_newest()
+            return True
+        self.counters.steps += 1
+        self._advance_positions()
+        for running, index in outputs:
+            self._sample(running, index)
+        return True
+
+    def _fill_batch(self) -> list[tuple[Running, int]]:
+        batch = self.batch
+        batch.clear()
+        outputs = []
+        decoding = [r for r in self.running if r.request.state is State.DECODE]
+        if decoding:
+            n = len(decoding)
+            batch.add_tokens(np.fromiter((r.last_token for r in decoding), np.int32, n),
+                             np.fromiter((r.slot.n_past for r in decoding), np.int32, n),
+                             np.fromiter((r.slot.seq_id for r in decoding), np.int32, n), 1)
+            outputs = [(r, i) for i, r in enumerate(decoding)]
+        budget = batch.capacity - batch.n_tokens
+        for r in self.running:
+            if budget <= 0:
+                break
+            if r.request.state is not State.PREFILL:
+                continue
+            slot = r.slot
+            rest = len(slot.tokens) - slot.n_past
+            take = min(rest, budget)
+            last = take == rest
+            span = batch.add(slot.tokens[slot.n_past: slot.n_past + take], slot.n_past, slot.seq_id,
+                             logits="last" if last else "none")
+            if last:
+                outputs.append((r, span.stop - 1))
+            budget -= take
+        return outputs
+
+    def _advance_positions(self) -> None:
+        n = self.batch.n_tokens
+        seqs, counts = np.unique(self.batch.seq_id[:n, 0], return_counts=True)
+        by_seq = dict(zip(seqs.tolist(), counts.tolist()))
+        for r in self.running:
+            r.slot.n_past += by_seq.get(r.slot.seq_id, 0)
+
+    def _sample(self, running: Running, index: int) -> None:
+        request = running.request
+        logprobs = self._logprobs(request, index) if request.logprobs is not None else None
+        token = running.chain.sample(self.ctx, index)
+        if request.state is State.PREFILL:
+            request.state = State.DECODE
+            if request.first_token_at is None:  # not again when resuming after preemption
+                request.first_token_at = time.perf_counter()
+                self.counters.ttft.append(request.first_token_at - request.submitted_at)
+        if token in self.eog or token in request.stop_tokens:
+            self._finish(running, "stop")
+            return
+        request.n_generated += 1
+        self.counters.generated_tokens += 1
+        running.last_token = token
+        running.slot.append(token)
+        text = running.stream.feed(self.pieces[token])
+        stopped = False
+        if running.stop is not None:
+            text, stopped = running.stop.feed(text)
+        request.sink(Event(text=text, tokens=(token,), logprobs=[self._entry(token, logprobs)] if logprobs is not None else None))
+        if stopped:
+            self._finish(running, "stop")
+        elif request.n_generated >= request.max_tokens or running.slot.n_past + 1 >= self.ctx.n_ctx_seq:
+            self._finish(running, "length")
+
+    def _logprobs(self, request: Request, index: int):
+        return log_softmax(self.ctx.logits(index)), request.logprobs
+
+    def _entry(self, token: int, logprobs) -> dict:
+        row, k = logprobs
+        top = np.argpartition(-row, k)[:k] if k else np.zeros(0, dtype=np.int64)
+        top = top[np.argsort(-row[top])]
+        return {"token": token, "logprob": float(row[token]),
+                "top": [(int(t), float(row[t])) for t in top]}
+
+    # --- finishing, cancellation, preemption ------------------------------------------------
+    def _finish(self, running: Running, reason: str) -> None:
+        request = running.request
+        tail = running.stream.flush()
+        if running.stop is not None and reason != "stop":
+            tail = running.stop.feed(tail)[0] + running.stop.flush()
+        request.state = State.FINISHED
+        running.chain.close()  # detaches a backend sampler before freeing
+        slot = running.slot
+        slot.truncate(slot.n_past)  # keep exactly the decoded cells as a cached prefix
+        slot.request = None
+        SlotTable.touch(slot)
+        self.running.remove(running)
+        self.counters.finished += 1
+        request.sink(Event(text=tail, finish_reason=reason))
+
+    def _emit_finish(self, request: Request, reason: str) -> None:
+        request.state = State.FINISHED
+        request.sink(Event(finish_reason=reason))
+
+    def _reap_cancelled(self) -> None:
+        for running in [r for r in self.running if r.request.cancelled]:
+            self._finish(running, "cancelled")
+
+    def _preempt_newest(self) -> None:
+        """The cache is full: free the newest request's cells and queue it to resume."""
+        self.counters.preemptions += 1
+        victim = self.running[-1]
+        request, slot = victim.request, victim.slot
+        if len(self.running) == 1:
+            self._finish(victim, "length")  # even alone it does not fit: end it cleanly
+            return
+        victim.chain.close()
+        self.ctx.memory_seq_rm(slot.seq_id)
+        resume = np.concatenate([slot.tokens[: slot.n_past], [victim.last_token]]).astype(np.int32) \
+            if request.state is State.DECODE else request.prompt
+        request.prompt = resume
+        request.state = State.QUEUED
+        slot.set_tokens(np.zeros(0, dtype=np.int32))
+        slot.n_past = 0
+        slot.request = None
+        self.running.remove(victim)
+        self.queue.appendleft(request)
+
+    def fail_all(self, error: BaseException) -> None:
+        """An unexpected error in a step: end every request with it, keep the engine alive."""
+        for running in list(self.running):
+            try:
+                running.chain.close()
+            except Exception:  # noqa: BLE001
+                pass
+            running.slot.request = None
+            running.request.state = State.FINISHED
+            running.request.sink(Event(finish_reason="error", error=error))
+        self.running.clear()
+        self.ctx.memory_clear()
+        for slot in self.slots.slots:
+            slot.set_tokens(np.zeros(0, dtype=np.int32))
+            slot.n_past = 0

@@ -1,0 +1,167 @@
+"""The continuous-batching engine: batching, prefix cache, preemption and cancellation
+never change what a request generates; bad input and overload are clean errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from llama_ffi import ContextOverflowError, OverloadedError, ValidationError
+from llama_ffi.engine import Engine, EnginePool
+from llama_ffi.sampling import SamplingParams
+
+GREEDY = SamplingParams(temperature=0)
+PROMPTS = ["The capital of France is", "def add(a, b):", "Once upon a time,", "Water boils at",
+           "The largest planet is", "Roses are red,"]
+
+
+@pytest.fixture(scope="module")
+def engine(model):
+    with Engine(model, n_ctx=2048, n_seq_max=8, n_batch=512, n_threads=2) as eng:
+        yield eng
+
+
+def alone(engine, prompt, n=12):
+    return engine.complete_sync(prompt, sampling=GREEDY, max_tokens=n).tokens
+
+
+def test_single_request_matches_token_loop(engine, model, context):
+    from llama_ffi import Sampler, SamplerChain
+    from llama_ffi.native.loop import TokenLoop
+
+    tokens = model.vocab.tokenize(PROMPTS[0], add_special=True, parse_special=True)
+    with SamplerChain([Sampler.greedy()]) as chain:
+        loop = TokenLoop(context, chain)
+        loop.prefill(tokens)
+        expected = [t for t in loop.run(12, stop_tokens=model.vocab.eog_tokens)]
+    got = engine.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=12)
+    assert got.tokens == expected
+    assert got.text == model.vocab.detokenize(expected).decode()
+    assert got.finish_reason == "length" and got.usage["completion_tokens"] == 12
+
+
+def test_concurrent_requests_generate_what_they_would_alone(engine):
+    expected = {p: alone(engine, p) for p in PROMPTS}
+
+    async def together():
+        return await asyncio.gather(*[engine.complete(p, sampling=GREEDY, max_tokens=12) for p in PROMPTS])
+
+    results = asyncio.run(together())
+    assert {p: r.tokens for p, r in zip(PROMPTS, results)} == expected
+
+
+def test_prefix_cache_reuses_cells_and_keeps_output(engine):
+    shared = "You are a careful assistant. " * 12
+    first = engine.complete_sync(shared + "Question one?", sampling=GREEDY, max_tokens=6)
+    before = engine.stats()["cached_prompt_tokens"]
+    second = engine.complete_sync(shared + "Question one?", sampling=GREEDY, max_tokens=6)
+    reused = engine.stats()["cached_prompt_tokens"] - before
+    assert reused >= first.prompt_tokens - 1
+    assert second.tokens == first.tokens
+
+
+def test_shared_prefix_sent_together_is_computed_once(engine):
+    system = "System: answer briefly and politely, in English. " * 10
+    prompts = [system + f"User {i}: hello" for i in range(6)]
+    start = engine.stats()
+
+    async def burst():
+        return await asyncio.gather(*[engine.complete(p, sampling=GREEDY, max_tokens=4) for p in prompts])
+
+    asyncio.run(burst())
+    end = engine.stats()
+    prompt = end["prompt_tokens"] - start["prompt_tokens"]
+    cached = end["cached_prompt_tokens"] - start["cached_prompt_tokens"]
+    n_system = len(engine.model.vocab.tokenize(system))
+    assert cached >= 5 * (n_system - 2), (prompt, cached)
+
+
+def test_cache_pressure_preempts_and_resumes_without_corruption(model):
+    prompts = [f"Story number {i}: the dragon" for i in range(4)]
+    with Engine(model, n_ctx=256, n_seq_max=4, n_batch=256, n_threads=2) as small:
+        expected = {p: alone(small, p, 40) for p in prompts}
+
+        async def crowd():
+            return await asyncio.gather(*[small.complete(p, sampling=GREEDY, max_tokens=40) for p in prompts])
+
+        results = asyncio.run(crowd())
+        assert {p: r.tokens for p, r in zip(prompts, results)} == expected
+        assert all(r.finish_reason in ("length", "stop") for r in results)
+
+
+def test_leaving_the_stream_cancels_and_frees_the_slot(engine):
+    stream = engine.generate_sync("Count forever: 1, 2, 3,", sampling=GREEDY, max_tokens=5000)
+    for i, _event in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()
+    deadline = time.time() + 10
+    while engine.stats()["running"] and time.time() < deadline:
+        time.sleep(0.01)
+    assert engine.stats()["running"] == 0
+
+
+def test_async_stream_and_cancel(engine):
+    async def first_events():
+        seen = []
+        async for event in engine.generate("Tell me about the sea.", sampling=GREEDY, max_tokens=500):
+            seen.append(event)
+            if len(seen) == 2:
+                break
+        return seen
+
+    events = asyncio.run(first_events())
+    assert len(events) == 2 and all(e.tokens for e in events)
+
+
+def test_stop_strings_and_logprobs(engine):
+    full = engine.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=12)
+    cut = full.text.strip().split()[1]
+    stopped = engine.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=12, stop=[cut])
+    assert stopped.finish_reason == "stop" and cut not in stopped.text
+    assert full.text.startswith(stopped.text)
+    with_lp = engine.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=3, logprobs=2)
+    assert [e["token"] for e in with_lp.logprobs] == with_lp.tokens
+    for entry in with_lp.logprobs:  # greedy picks the most likely token
+        assert entry["top"][0][0] == entry["token"] and entry["logprob"] <= 0
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"max_tokens": 0}, ValidationError), ({"max_tokens": "many"}, ValidationError),
+    ({"stop": "x"}, ValidationError), ({"stop": ["s"] * 100}, ValidationError),
+    ({"logprobs": 99}, ValidationError), ({"sampling": SamplingParams(top_p=3.0)}, ValidationError),
+    ({"stop_tokens": [10**7]}, ValidationError),
+])
+def test_bad_requests_are_refused(engine, kwargs, error):
+    with pytest.raises(error):
+        engine.submit("hi", **kwargs)
+
+
+def test_bad_prompts(engine):
+    with pytest.raises(ValidationError):
+        engine.submit([1, 2, -5])
+    with pytest.raises(ValidationError):
+        engine.submit("")
+    with pytest.raises(ContextOverflowError):
+        engine.submit([1] * 5000)
+    assert engine.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=2).tokens  # still serving
+
+
+def test_full_queue_is_an_overload_error(model):
+    with Engine(model, n_ctx=512, n_seq_max=1, max_queued_requests=2, n_threads=2) as tiny:
+        requests = []
+        with pytest.raises(OverloadedError):
+            for _ in range(50):
+                requests.append(tiny.submit("hello", max_tokens=200))
+        for r in requests:
+            r.cancel()
+
+
+def test_pool_spreads_requests(model):
+    with Engine(model, n_ctx=512, n_seq_max=2, n_threads=1) as a, Engine(model, n_ctx=512, n_seq_max=2, n_threads=1) as b:
+        pool = EnginePool([a, b])
+        results = [pool.complete_sync(p, sampling=GREEDY, max_tokens=4) for p in PROMPTS[:2]]
+        assert all(len(r.tokens) == 4 for r in results)
+        assert a.stats()["finished"] + b.stats()["finished"] == 2
