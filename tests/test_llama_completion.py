@@ -352,3 +352,18 @@ def test_verbose_default_routes_the_log_to_stderr(model_path, capfd):
             if handler not in before:
                 logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
+
+
+def test_backend_sampling_path_gives_the_same_tokens(llama):
+    """The GPU path (sampling inside the graph) forced on, on the CPU backend."""
+    engine = llama._engine
+    expected = llama.create_completion("The capital of France is", max_tokens=12, temperature=0)
+    engine.backend_sampling = True
+    try:
+        got = llama.create_completion("The capital of France is", max_tokens=12, temperature=0)
+        seeded = [llama.create_completion("Once upon a time", max_tokens=8, temperature=0.9, seed=3)
+                  for _ in range(2)]
+    finally:
+        engine.backend_sampling = False
+    assert got["choices"][0]["text"] == expected["choices"][0]["text"]
+    assert seeded[0]["choices"][0]["text"] == seeded[1]["choices"][0]["text"]
