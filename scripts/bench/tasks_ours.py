@@ -74,14 +74,15 @@ def pp(p: dict) -> dict:
 
 
 def tg_loop(p: dict) -> dict:
-    """The bare hot loop: TokenLoop with a greedy chain, plus token_to_piece per token."""
+    """The bare hot loop: TokenLoop with a greedy chain, plus each token's piece."""
     from llama_ffi import Sampler, SamplerChain
     from llama_ffi.native.loop import TokenLoop
 
     with _model(p) as model, _context(model, p) as ctx, SamplerChain([Sampler.greedy()]) as chain:
         vocab = model.vocab
         prompt = vocab.tokenize(PROMPT)
-        loop = TokenLoop(ctx, chain)
+        # backend: the chain samples inside the graph (on the GPU); else on the host
+        loop = TokenLoop(ctx, chain, backend_sampling=bool(p.get("backend_sampling")))
         samples = []
         for i in range(p["reps"] + 1):
             ctx.memory_clear()
@@ -89,8 +90,9 @@ def tg_loop(p: dict) -> dict:
             loop.prefill(prompt)
             n = 0
             t0 = time.perf_counter()
+            pieces = vocab.pieces
             for token in loop.run(p["n_gen"]):
-                vocab.token_to_piece(token)
+                pieces[token]
                 n += 1
             if i:
                 samples.append(n / (time.perf_counter() - t0))

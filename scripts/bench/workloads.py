@@ -80,8 +80,10 @@ def _batched_one(s: dict) -> dict:
 def w_tg(s: dict) -> list[Result]:
     n, wl = s["n_gen"], f"tg{s['n_gen']}"
     rows = [
-        row("tg/ours-loop", wl, "llama_ffi TokenLoop: decode + greedy sample + token_to_piece",
-            worker("ours.tg_loop", s), baseline="tg/llama-bench"),
+        row("tg/ours-loop", wl, "llama_ffi TokenLoop: decode + greedy sample on the host + piece",
+            worker("ours.tg_loop", s), baseline="tg/batched-bench"),
+        row("tg/ours-loop-backend", wl, "llama_ffi TokenLoop: decode + greedy sample in the graph + piece",
+            worker("ours.tg_loop", dict(s, backend_sampling=True)), baseline="tg/batched-bench"),
     ]
     for mode in MODES:
         rows.append(row(f"tg/ours-{mode}", wl, f"llama_ffi Llama.create_completion {mode}",
