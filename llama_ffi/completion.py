@@ -213,12 +213,12 @@ class CompletionEngine:
     def generate(self, run: _Run, params: SamplingParams) -> Iterator[str]:
         """Yield text deltas (possibly empty) while generating; hold the lock throughout."""
         self.acquire()
-        chain = None
+        chain = device = None
         try:
             grammar = _grammar_sampler(run.opts.grammar, self.vocab)
-            chain = params.build_chain(self.vocab, grammar=grammar)
-            if self._can_sample_on_backend(run, params, grammar):
-                self.context.set_sampler(0, chain)  # chain.close() below detaches it
+            chain, device = self._chains(run, params, grammar)
+            if device is not None:
+                self.context.set_sampler(0, device)  # closing it below detaches it
             self.loop.chain = chain
             self._prefill(run, chain, params)
             self.stats.calls += 1
@@ -230,7 +230,21 @@ class CompletionEngine:
             self.loop.chain = None
             if chain is not None:
                 chain.close()
+            if device is not None:
+                device.close()
             self.release()
+
+    def _chains(self, run: _Run, params: SamplingParams, grammar):
+        """(host chain, chain to attach to the graph or None): whole in the graph for plain
+        chains, or split at top-k (SamplingParams.backend_split) on a GPU."""
+        if not self._can_sample_on_backend(run, params, grammar):
+            return params.build_chain(self.vocab, grammar=grammar), None
+        split = params.backend_split(self.vocab)
+        if split is not None:
+            device, host = split
+            return host, device
+        chain = params.build_chain(self.vocab)
+        return chain, chain
 
     def _can_sample_on_backend(self, run: _Run, params: SamplingParams, grammar) -> bool:
         """Only plain chains: anything that needs host logits or the prompt history stays on the CPU."""

@@ -122,5 +122,37 @@ class SamplingParams:
         samplers += [Sampler.temperature(self.temperature), Sampler.dist(self.seed)]
         return SamplerChain(samplers)
 
+    def backend_split(self, vocab):
+        """``(backend, host)`` chains for sampling split across device and host, or None.
+
+        The backend chain (logit bias, top-k) runs in the graph and hands the host only k
+        candidates; the host chain finishes on those few (typical, top-p, min-p, XTC,
+        temperature, dist). Exact: in llama.cpp's order every sampler after top-k only sees
+        top-k's survivors anyway. Not for chains whose samplers must see the whole
+        vocabulary or keep history (penalties, DRY, mirostat, top-n-sigma) or for greedy.
+        """
+        from .native.sampler import Sampler, SamplerChain
+
+        self.validate()
+        if (self.temperature <= 0 or self.top_k <= 0 or self.mirostat_mode or self.top_n_sigma > 0
+                or self.repeat_penalty != 1.0 or self.frequency_penalty or self.presence_penalty
+                or self.dry_multiplier > 0):
+            return None
+        device = []
+        if self.logit_bias:
+            device.append(Sampler.logit_bias(vocab.n_tokens, {int(k): float(v) for k, v in self.logit_bias.items()}))
+        device.append(Sampler.top_k(self.top_k))
+        host = []
+        if self.typical_p < 1.0:
+            host.append(Sampler.typical(self.typical_p))
+        if self.top_p < 1.0:
+            host.append(Sampler.top_p(self.top_p))
+        if self.min_p > 0.0:
+            host.append(Sampler.min_p(self.min_p))
+        if self.xtc_probability > 0:
+            host.append(Sampler.xtc(self.xtc_probability, self.xtc_threshold, seed=self.seed))
+        host += [Sampler.temperature(self.temperature), Sampler.dist(self.seed)]
+        return SamplerChain(device), SamplerChain(host)
+
     def as_dict(self) -> dict:
         return asdict(self)

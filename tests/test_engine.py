@@ -165,3 +165,21 @@ def test_pool_spreads_requests(model):
         results = [pool.complete_sync(p, sampling=GREEDY, max_tokens=4) for p in PROMPTS[:2]]
         assert all(len(r.tokens) == 4 for r in results)
         assert a.stats()["finished"] + b.stats()["finished"] == 2
+
+
+def test_sampling_split_between_graph_and_host_matches_host_sampling(model):
+    """The GPU path (top-k in the graph, the rest on the host) forced on, on the CPU backend:
+    seeded samples equal those of the plain host chain."""
+    sampling = SamplingParams(temperature=0.9, top_k=40, top_p=0.9, min_p=0.02, seed=11)
+    with Engine(model, n_ctx=1024, n_seq_max=4, n_threads=2, backend_sampling=False) as host:
+        expected = [host.complete_sync(p, sampling=sampling, max_tokens=10).tokens for p in PROMPTS[:3]]
+    with Engine(model, n_ctx=1024, n_seq_max=4, n_threads=2, backend_sampling=True) as split:
+        got = [split.complete_sync(p, sampling=sampling, max_tokens=10).tokens for p in PROMPTS[:3]]
+        greedy = split.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=8).tokens  # whole chain in the graph
+    assert got == expected
+    assert greedy == alone_engine_greedy(model, PROMPTS[0], 8)
+
+
+def alone_engine_greedy(model, prompt, n):
+    with Engine(model, n_ctx=512, n_seq_max=1, n_threads=2, backend_sampling=False) as plain:
+        return plain.complete_sync(prompt, sampling=GREEDY, max_tokens=n).tokens

@@ -33,6 +33,7 @@ class Running:
     chain: object
     stream: TextStream = field(default_factory=TextStream)
     stop: StopMatcher | None = None
+    device_chain: object = None  # the part of the sampling that runs in the graph, if split
     last_token: int = -1
     n_prompt_target: int = 0  # slot tokens that must be decoded before sampling starts
 
@@ -117,17 +118,37 @@ class Scheduler:
         slot.n_past = reuse
         slot.request = request
         SlotTable.touch(slot)
-        chain = request.sampling.build_chain(self.vocab, grammar=self._grammar(request))
-        if self.backend_sampling and request.grammar is None and request.logprobs is None:
-            self.ctx.set_sampler(slot.seq_id, chain)
+        chain, device_chain = self._chains(request)
+        if device_chain is not None:
+            self.ctx.set_sampler(slot.seq_id, device_chain)
         request.state = State.PREFILL
         if request.first_token_at is None:  # a resumed request was counted already
             request.n_cached = reuse
             self.counters.prompt_tokens += len(request.prompt)
             self.counters.cached_prompt_tokens += reuse
-        running = Running(request, slot, chain, stop=StopMatcher(request.stop) if request.stop else None)
+        running = Running(request, slot, chain, stop=StopMatcher(request.stop) if request.stop else None,
+                          device_chain=device_chain)
         running.n_prompt_target = len(request.prompt)
         self.running.append(running)
+
+    def _chains(self, request: Request):
+        """(host chain, chain attached to the graph or None). On a GPU, sampling runs in the
+        graph: whole for greedy and other plain chains, or split at top-k (see
+        SamplingParams.backend_split) so the host gets k candidates instead of a logits row."""
+        if not self.backend_sampling or request.grammar is not None or request.logprobs is not None:
+            return request.sampling.build_chain(self.vocab, grammar=self._grammar(request)), None
+        split = request.sampling.backend_split(self.vocab)
+        if split is not None:
+            device, host = split
+            return host, device
+        chain = request.sampling.build_chain(self.vocab)
+        return chain, chain
+
+    @staticmethod
+    def _close_chains(running: Running) -> None:
+        running.chain.close()  # detaches a chain attached whole to the graph before freeing
+        if running.device_chain is not None:
+            running.device_chain.close()
 
     def _grammar(self, request: Request):
         if request.grammar is None:
@@ -231,7 +252,7 @@ class Scheduler:
         if running.stop is not None and reason != "stop":
             tail = running.stop.feed(tail)[0] + running.stop.flush()
         request.state = State.FINISHED
-        running.chain.close()  # detaches a backend sampler before freeing
+        self._close_chains(running)
         slot = running.slot
         slot.truncate(slot.n_past)  # keep exactly the decoded cells as a cached prefix
         slot.request = None
@@ -256,7 +277,7 @@ class Scheduler:
         if len(self.running) == 1:
             self._finish(victim, "length")  # even alone it does not fit: end it cleanly
             return
-        victim.chain.close()
+        self._close_chains(victim)
         self.ctx.memory_seq_rm(slot.seq_id)
         resume = np.concatenate([slot.tokens[: slot.n_past], [victim.last_token]]).astype(np.int32) \
             if request.state is State.DECODE else request.prompt
@@ -272,7 +293,7 @@ class Scheduler:
         """An unexpected error in a step: end every request with it, keep the engine alive."""
         for running in list(self.running):
             try:
-                running.chain.close()
+                self._close_chains(running)
             except Exception:  # noqa: BLE001
                 pass
             running.slot.request = None
