@@ -1,4 +1,4 @@
-"""``Llama.from_pretrained``: fetch a GGUF from the Hugging Face hub, then load it.
+"""``Llama.from_pretrained`` and ``llama-ffi download``: fetch a GGUF from the Hugging Face hub.
 
 ``filename`` is a glob (``"*Q4_K_M.gguf"``) matched against the repository's file list; it
 must match exactly one file. A split GGUF (``name-00001-of-00003.gguf``) brings all its
@@ -10,6 +10,7 @@ fetched next to it (e.g. a multimodal projector). Files land in the hub cache (o
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import os
 import re
 from collections.abc import Sequence
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError, ValidationError
+from .progress import tqdm_class
 
-__all__ = ["from_pretrained", "resolve_files", "split_parts"]
+__all__ = ["download", "from_pretrained", "resolve_files", "split_parts"]
 
 _SPLIT = re.compile(r"^(?P<stem>.*)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$")
 
@@ -57,16 +59,17 @@ def _group(filename: str) -> str:
     return filename if match is None else f"{match['stem']}-of-{match['total']}"
 
 
-def from_pretrained(cls, repo_id: str, filename: str | None, *, additional_files: Sequence[str] | None = None,
-                    local_dir: str | os.PathLike | None = None, local_dir_use_symlinks: Any = "auto",
-                    cache_dir: str | os.PathLike | None = None, revision: str | None = None,
-                    endpoint: str | None = None, token: str | bool | None = None, **kwargs: Any):
-    """Download and load; ``kwargs`` go to ``Llama(...)``. ``local_dir_use_symlinks`` is
-    accepted for llama-cpp-python compatibility (recent hub versions ignore it)."""
+def download(repo_id: str, filename: str, *, additional_files: Sequence[str] | None = None,
+             local_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+             revision: str | None = None, endpoint: str | None = None,
+             token: str | bool | None = None) -> list[Path]:
+    """Fetch the GGUF ``filename`` matches (all parts of a split one) and ``additional_files``;
+    return their local paths, the model's first. A progress bar is drawn only where a person
+    is watching (a terminal or a notebook, through ``tqdm.auto``)."""
     try:
         from huggingface_hub import HfApi, hf_hub_download
     except ImportError:  # pragma: no cover - a declared dependency
-        raise ModelLoadError("Llama.from_pretrained needs huggingface_hub (pip install huggingface-hub)") from None
+        raise ModelLoadError("downloading needs huggingface_hub (pip install huggingface-hub)") from None
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise ValidationError("repo_id must look like 'owner/name'", param="repo_id")
     if not isinstance(filename, str) or not filename:
@@ -75,6 +78,39 @@ def from_pretrained(cls, repo_id: str, filename: str | None, *, additional_files
     wanted = resolve_files(available, filename)
     for pattern in additional_files or ():
         wanted += [f for f in resolve_files(available, pattern, param="additional_files") if f not in wanted]
-    paths = [hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir, local_dir=local_dir,
-                             endpoint=endpoint, token=token) for name in wanted]
-    return cls(model_path=str(Path(paths[0])), **kwargs)
+    progress = _progress_kwargs(hf_hub_download)
+    return [Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir, local_dir=local_dir,
+                                 endpoint=endpoint, token=token, **progress)) for name in wanted]
+
+
+def _progress_kwargs(hf_hub_download) -> dict[str, Any]:
+    """``tqdm_class`` for hf_hub_download (huggingface-hub >= 0.25): tqdm.auto where a person
+    watches, a disabled bar elsewhere, so scripts and CI logs stay clean."""
+    if "tqdm_class" not in inspect.signature(hf_hub_download).parameters:
+        return {}
+    base, quiet = tqdm_class(), False
+    if base is None:
+        try:
+            from tqdm import tqdm as base
+        except ImportError:  # pragma: no cover - huggingface_hub depends on tqdm
+            return {}
+        quiet = True
+
+    class _Bar(base):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)  # some huggingface_hub versions pass their own bar's name=
+            if quiet:
+                kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+    return {"tqdm_class": _Bar}
+
+
+def from_pretrained(cls, repo_id: str, filename: str | None, *, additional_files: Sequence[str] | None = None,
+                    local_dir: str | os.PathLike | None = None, local_dir_use_symlinks: Any = "auto",
+                    cache_dir: str | os.PathLike | None = None, revision: str | None = None,
+                    endpoint: str | None = None, token: str | bool | None = None, **kwargs: Any):
+    """Download and load; ``kwargs`` go to ``Llama(...)``. ``local_dir_use_symlinks`` is
+    accepted for llama-cpp-python compatibility (recent hub versions ignore it)."""
+    paths = download(repo_id, filename, additional_files=additional_files, local_dir=local_dir,
+                     cache_dir=cache_dir, revision=revision, endpoint=endpoint, token=token)
+    return cls(model_path=str(paths[0]), **kwargs)

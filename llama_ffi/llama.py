@@ -209,6 +209,12 @@ class Llama:
         except Exception:  # noqa: BLE001
             return "<Llama ?>"
 
+    def _repr_html_(self) -> str:
+        """A small table in Jupyter (model facts, context size); see llama_ffi.notebook."""
+        from .notebook import llama_html
+
+        return llama_html(self)
+
     # --- the native objects ---------------------------------------------------------------
     @property
     def model(self) -> Model:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import os
-import sys
 from pathlib import Path
 
 from ..errors import CancelledError, ModelLoadError
 from ..gguf_check import check_gguf_file
+from ..progress import tqdm_class
 from ._lib import ffi, get_lib
 from .handle import Handle
 from .params import SPLIT_MODES, ModelParams, _lookup
@@ -50,18 +51,17 @@ class _ProgressBridge:
 
 
 def _terminal_progress():
-    """A progress bar when a person is watching a terminal, else nothing."""
-    if not (sys.stderr.isatty() or "ipykernel" in sys.modules):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
+    """A progress bar when a person is watching a terminal or a notebook, else nothing."""
+    tqdm = tqdm_class()
+    if tqdm is None:
         return None
     bar = tqdm(total=100, desc="loading model", unit="%", leave=False)
 
     def update(fraction: float):
-        bar.n = round(fraction * 100)
-        bar.refresh()
+        # llama.cpp calls this once per tensor; update() redraws at most every 0.1 s.
+        step = min(100, round(fraction * 100)) - bar.n
+        if step > 0:
+            bar.update(step)
         if fraction >= 1.0:
             bar.close()
     return update
@@ -226,6 +226,59 @@ class Model(Handle):
 
     def _describe(self) -> str:
         return f"{self.path.name!r} {self.description}"
+
+    # --- notebooks ------------------------------------------------------------------
+    def placement(self) -> str:
+        """Where the weights run, from the load parameters: ``"CPU"``, or the GPUs and RPC
+        workers offered the offloaded layers."""
+        params = self.params
+        if params.vocab_only:
+            return "none (vocabulary only)"
+        if params.n_gpu_layers == 0 or not self._lib.llama_supports_gpu_offload():
+            return "CPU"
+        from .devices import devices
+
+        local = [d.name for d in devices() if d.type in ("gpu", "igpu")]
+        if params.devices is not None:
+            local = [d for d in local if d in params.devices]
+        names = [f"RPC {s}" for s in params.rpc_servers or ()] + local
+        if not names:
+            return "CPU"
+        layers = "all layers" if params.n_gpu_layers in (None, -1) else f"{params.n_gpu_layers} layers"
+        return f"{', '.join(names)} ({layers}; rest on CPU)"
+
+    def summary(self) -> dict[str, str]:
+        """Facts for people: name, architecture, parameters, size, context, devices."""
+        meta = self.metadata
+        return {
+            "name": meta.get("general.name") or self.path.name,
+            "file": str(self.path),
+            "architecture": self.architecture,
+            "parameters": _human(self.n_params, ("", "K", "M", "B", "T"), 1000),
+            "size": _human(self.size, ("B", "KiB", "MiB", "GiB", "TiB"), 1024) + f" ({self.description})",
+            "context (trained)": f"{self.n_ctx_train:,} tokens",
+            "devices": self.placement(),
+        }
+
+    def _repr_html_(self) -> str:
+        """A small table in Jupyter; never raises (a closed model says so)."""
+        try:
+            if self.closed:
+                return f"<code>{html.escape(repr(self))}</code>"
+            rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                           f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+                           for k, v in self.summary().items())
+            return f"<table><caption style='text-align:left'><b>llama_ffi.Model</b></caption>{rows}</table>"
+        except Exception:  # noqa: BLE001 - a display hook must not raise
+            return f"<code>{html.escape(repr(self))}</code>"
+
+
+def _human(value: float, units: tuple[str, ...], step: int) -> str:
+    for unit in units[:-1]:
+        if abs(value) < step:
+            return f"{value:.0f} {unit}".rstrip() if unit in ("", "B") else f"{value:.1f} {unit}"
+        value /= step
+    return f"{value:.1f} {units[-1]}"
 
 
 def _load_mode(use_mmap: bool, use_mlock: bool) -> int:
