@@ -127,3 +127,23 @@ def test_tiny_random_model_loads_and_generates(tmp_path):
             loop.prefill(tokens)
             out = list(loop.run(8))
     assert len(out) == 8 and all(0 <= t < 128256 for t in out)
+
+
+def test_embedding_workload_texts_are_fixed_and_varied():
+    from scripts.bench import embeddings
+
+    texts = embeddings.texts()
+    assert texts == embeddings.texts() and len(texts) == embeddings.N_TEXTS
+    assert len({len(t.split()) for t in texts}) > 20
+
+
+def test_embedding_workload_skips_without_its_model(monkeypatch, tmp_path):
+    from scripts.bench import placeholders
+
+    monkeypatch.setenv("BENCH_EMBEDDING_MODEL", str(tmp_path / "absent.gguf"))
+    rows = placeholders.w_embeddings({"threads": 1, "n_gpu_layers": 0, "reps": 1, "lcpp_env": None,
+                                      "lcpp_skip": None})
+    assert [r.key for r in rows] == ["embeddings/ours", "embeddings/ours-tokens", "embeddings/lcpp",
+                                     "embeddings/lcpp-tokens"]
+    assert all(r.status == "skipped" and "make_embedding_model" in r.note and r.higher_is_better for r in rows)
+    assert rows[0].baseline == "embeddings/lcpp" and rows[0].unit == "texts/s"

@@ -65,10 +65,9 @@ def w_prefix(s: dict) -> list[Result]:
 
 
 def w_embeddings(s: dict) -> list[Result]:
-    return [row("embeddings/ours", "embeddings", "llama_ffi Llama.embed, batch of texts", lambda: {},
-                baseline="embeddings/lcpp", skip=_pending("llama_ffi.llama_embed", "embeddings")),
-            row("embeddings/lcpp", "embeddings", "llama-cpp-python create_embedding", lambda: {},
-                skip="not implemented yet")]
+    from .embeddings import w_embeddings as measured
+
+    return measured(s)  # implemented in scripts/bench/embeddings.py
 
 
 def w_json_schema(s: dict) -> list[Result]:
