@@ -64,6 +64,10 @@ rm -f "$GPU"/whl/*.whl
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
   -d "$GPU/whl" "cffi==$(python3 -c "import cffi; print(cffi.__version__)")" pycparser diskcache typing-extensions
+# the server extra and its dependencies (the GPU machine has httpx but not these)
+python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+  -d "$GPU/whl" fastapi uvicorn
 log "wheels: $(ls "$GPU/whl" | tr '\n' ' ')"
 
 # --- 4. the model, in parts of < 40 MiB, one folder per device call ------------------------

@@ -29,9 +29,10 @@ BIG=models/llama3-8b-shapes-random.Q4_K_M.gguf
 log() { echo "[run.sh $(date +%H:%M:%S)] $*"; }
 
 ensure_site() {
-  if ! $PY -c "import cffi, diskcache" 2>/dev/null; then
+  if ! $PY -c "import cffi, diskcache, fastapi, uvicorn" 2>/dev/null; then
     [ -d .gpu/whl ] || { log "cffi missing and no .gpu/whl here: run the setup stage (carry .gpu/whl)"; return 1; }
-    $PY -m pip install -q --no-index --find-links .gpu/whl --target "$SITE" cffi pycparser diskcache typing-extensions
+    $PY -m pip install -q --no-index --find-links .gpu/whl --target "$SITE" cffi pycparser diskcache \
+      typing-extensions fastapi uvicorn
   fi
   [ -f "$BENCH_LLAMA_CPP_PYTHON" ] || { [ -f .gpu/src/llama_cpp_python.tar.gz ] && cp .gpu/src/llama_cpp_python.tar.gz "$BENCH_LLAMA_CPP_PYTHON"; }
   return 0
