@@ -60,6 +60,7 @@ _LAZY = {
     "LlamaSettings": "llama_ffi.llama",
     "LlamaState": "llama_ffi.llama",
     "SamplingParams": "llama_ffi.sampling",
+    "UnifiedLLM": "llama_ffi.unified",
 }
 
 __all__ = sorted([
