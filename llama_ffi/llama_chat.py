@@ -1,59 +1,48 @@
 """``Llama.create_chat_completion``: OpenAI chat shapes over the completion engine.
 
-The prompt comes from, in order: a ``chat_handler`` (llama-cpp-python style, answers the
-whole request), a named ``chat_format``, the GGUF's own Jinja template, or llama-cpp-python's
-fallback format (``llama-2``). Output is post-processed by the model family
-(``llama_ffi.chat.families``): reasoning goes to ``reasoning_content`` and native tool-call
-syntax becomes OpenAI ``tool_calls``. ``response_format`` and a forced ``tool_choice`` are
-enforced with a JSON grammar, so the answer is valid by construction.
+A ``chat_handler`` (llama-cpp-python style) answers the whole request. Otherwise the
+shared chat pipeline (``llama_ffi.chat.pipeline``, also used by the server) builds the
+prompt, stops and grammar from a named ``chat_format`` or the GGUF's template, and turns
+the output into an OpenAI message or stream of deltas (reasoning, tool calls).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import completion
+from .chat.pipeline import (
+    ChatRequest,
+    DeltaPipeline,
+    build_chat,
+    chat_message,
+    logprobs_content,
+    merge_stops,
+    split_chat_options,
+    top_logprobs,
+)
 from .completion_options import split_options
 from .errors import ValidationError
 
 __all__ = ["create_chat_completion"]
 
-# Options that belong to chat only; everything else goes to create_completion's splitter.
-_CHAT_KEYS = frozenset({"functions", "function_call", "tools", "tool_choice", "response_format",
-                        "logprobs", "top_logprobs", "enable_thinking", "chat_template_kwargs"})
-
-
-@dataclass
-class _ChatRequest:
-    prompt: str
-    add_bos: bool
-    stops: tuple[str, ...]
-    family: Any
-    opens_reasoning: bool = False
-    tools: list[dict] = field(default_factory=list)
-    tool_mode: str = "none"  # none / auto (parse the native syntax) / forced (JSON grammar)
-    forced_name: str | None = None
-    grammar: Any = None
-
 
 def create_chat_completion(llama, messages: Sequence[Mapping[str, Any]], **options: Any):
     if llama.chat_handler is not None:
         return llama.chat_handler(llama=llama, messages=messages, **options)
-    chat = {k: options.pop(k) for k in list(options) if k in _CHAT_KEYS}
+    chat = split_chat_options(options)
     options.setdefault("max_tokens", None)
     if "sampling" not in options:
         options.setdefault("temperature", 0.2)  # llama-cpp-python's chat default
-    request = _build_request(llama, messages, chat)
+    request = build_chat(llama.model, llama.chat_format, messages, chat)
     if request.grammar is not None:
         if options.get("grammar") is not None:
             raise ValidationError("give either grammar or response_format/tool_choice, not both", param="grammar")
         options["grammar"] = request.grammar
-    options["stop"] = _merge_stops(options.get("stop"), request.stops)
+    options["stop"] = merge_stops(options.get("stop"), request.stops)
     if chat.get("logprobs"):
-        options["logprobs"] = _top_logprobs(chat.get("top_logprobs"))
+        options["logprobs"] = top_logprobs(chat.get("top_logprobs"))
     max_tokens = options.pop("max_tokens")
     opts, params = split_options(options, llama.sampling)
     opts.max_tokens, opts.add_special, opts.parse_special = max_tokens, request.add_bos, True
@@ -66,182 +55,14 @@ def create_chat_completion(llama, messages: Sequence[Mapping[str, Any]], **optio
     return _response(engine, request, run, text)
 
 
-# --- the prompt ------------------------------------------------------------------------------
-def _build_request(llama, messages, chat: Mapping[str, Any]) -> _ChatRequest:
-    from .chat.families import detect_family
-    from .chat.tools import normalize_tool_choice, validate_tools
-
-    tools, tool_choice = chat.get("tools"), chat.get("tool_choice")
-    if chat.get("functions") is not None and tools is None:  # the pre-tools OpenAI API
-        tools = [{"type": "function", "function": f} for f in chat["functions"]]
-        call = chat.get("function_call")
-        tool_choice = {"type": "function", "function": call} if isinstance(call, Mapping) else call
-    tools = validate_tools(tools)
-    choice = normalize_tool_choice(tool_choice, tools)
-    model = llama.model
-    template = model.chat_template()
-    family = detect_family(model.metadata, template)
-    rendered_tools = tools if choice.mode != "none" else None
-    prompt, add_bos, stops = _render(llama, messages, template, family, rendered_tools, chat)
-    request = _ChatRequest(prompt, add_bos, stops, family)
-    request.opens_reasoning = _opens_reasoning(prompt, family)
-    if choice.mode == "auto":
-        request.tools, request.tool_mode = tools, "auto"
-    elif choice.mode == "required":
-        request.tools, request.tool_mode = tools, "forced"
-        request.forced_name = choice.function
-        request.grammar = _tool_grammar(tools, choice.function)
-    request.grammar = request.grammar or _response_format_grammar(chat.get("response_format"))
-    return request
-
-
-def _render(llama, messages, template, family, tools, chat) -> tuple[str, bool, tuple[str, ...]]:
-    from .chat import get_chat_format, reconcile_bos, render_chat
-
-    vocab = llama.model.vocab
-    name = llama.chat_format if llama.chat_format is not None else (None if template else "llama-2")
-    if name is not None:
-        if name == "chatml-function-calling":  # llama-cpp-python's name: ChatML, tools described
-            name = "chatml"
-        if tools:
-            messages = _describe_tools(messages, tools)
-        prompt = get_chat_format(name).apply(messages)
-        return prompt.prompt, vocab.add_bos, tuple(prompt.stop)
-    bos = vocab.token_text(vocab.bos) if vocab.bos is not None else ""
-    eos = vocab.token_text(vocab.eos) if vocab.eos is not None else ""
-    variables = dict(family.template_kwargs(chat.get("enable_thinking")))
-    extra = chat.get("chat_template_kwargs") or {}
-    if not isinstance(extra, Mapping):
-        raise ValidationError("chat_template_kwargs must be a dict", param="chat_template_kwargs")
-    variables.update(extra)
-    text = render_chat(template, messages, tools=tools or None, add_generation_prompt=True,
-                       bos_token=bos, eos_token=eos, **variables)
-    text, add_bos = reconcile_bos(text, bos_token=bos, add_bos=vocab.add_bos)
-    return text, add_bos, tuple(family.stop_strings)
-
-
-def _describe_tools(messages, tools) -> list:
-    """Named formats have no tools slot: describe the tools in the system message."""
-    note = ("You can call these functions. To call one, answer only with JSON "
-            '{"name": <function name>, "arguments": <arguments object>}.\n'
-            + "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools))
-    messages = list(messages)
-    if messages and isinstance(messages[0], Mapping) and messages[0].get("role") == "system":
-        first = dict(messages[0])
-        first["content"] = f"{first.get('content') or ''}\n\n{note}".strip()
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": note}, *messages]
-
-
-def _opens_reasoning(prompt: str, family) -> bool:
-    from .chat.reasoning import prompt_opens_reasoning
-
-    return prompt_opens_reasoning(prompt, family)
-
-
-def _merge_stops(user, extra: tuple[str, ...]):
-    if user is None or user == []:
-        return list(extra) or None
-    items = [user] if isinstance(user, (str, int)) else list(user)
-    return items + [s for s in extra if s not in items]
-
-
-def _top_logprobs(value) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
-        raise ValidationError("top_logprobs must be an integer in [0, 20]", param="top_logprobs")
-    return value
-
-
-# --- grammars -----------------------------------------------------------------------------
-def _response_format_grammar(response_format):
-    from .grammar import LlamaGrammar
-
-    if response_format is None:
-        return None
-    if not isinstance(response_format, Mapping):
-        raise ValidationError("response_format must be a dict", param="response_format")
-    kind = response_format.get("type", "text")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        schema = response_format.get("schema")
-        return LlamaGrammar.from_json_schema(schema) if schema is not None else LlamaGrammar.any_json(object_only=True)
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        if not isinstance(spec, Mapping) or "schema" not in spec:
-            raise ValidationError("response_format.json_schema needs a 'schema'", param="response_format")
-        return LlamaGrammar.from_json_schema(spec["schema"])
-    raise ValidationError(f"response_format type {kind!r} is not text, json_object or json_schema",
-                          param="response_format")
-
-
-def _tool_grammar(tools: list[dict], name: str | None):
-    """A named tool: its arguments object. ``required``: {"name", "arguments"} of any tool."""
-    from .grammar import LlamaGrammar
-
-    by_name = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
-    if name is not None:
-        return LlamaGrammar.from_json_schema(by_name[name])
-    options = [{"type": "object", "properties": {"name": {"const": n}, "arguments": p},
-                "required": ["name", "arguments"]} for n, p in by_name.items()]
-    return LlamaGrammar.from_json_schema(options[0] if len(options) == 1 else {"anyOf": options})
-
-
-def _forced_call(request: _ChatRequest, text: str, index: int | None = None) -> list[dict]:
-    from .chat.toolcall_base import ToolCall, new_call_id
-
-    if request.forced_name is not None:
-        name, arguments = request.forced_name, text.strip()
-    else:
-        try:
-            obj = json.loads(text)
-            name, arguments = obj["name"], json.dumps(obj["arguments"], ensure_ascii=False)
-        except (ValueError, KeyError, TypeError):
-            return []  # cut short (max_tokens): nothing complete to report
-    return [ToolCall(name, arguments, new_call_id(request.family.call_id_length)).to_openai(index)]
-
-
-# --- responses ---------------------------------------------------------------------------
-def _message(request: _ChatRequest, text: str, finish: str | None) -> tuple[dict, str | None]:
-    from .chat.reasoning import split_reasoning
-    from .chat.tools import parse_tool_calls
-
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if request.tool_mode == "forced":
-        calls = _forced_call(request, text)
-        message["content"] = None
-        if calls:
-            message["tool_calls"] = calls
-        return message, ("tool_calls" if calls and finish == "stop" else finish)
-    reasoning, content = split_reasoning(text, request.family, start_in_reasoning=request.opens_reasoning)
-    if reasoning is not None:
-        message["reasoning_content"] = reasoning
-    message["content"] = content
-    if request.tool_mode == "auto":
-        parsed = parse_tool_calls(content, request.family, request.tools)
-        if parsed.tool_calls:
-            message["content"] = parsed.content or None
-            message["tool_calls"] = parsed.tool_calls
-            finish = "tool_calls"
-    return message, finish
-
-
-def _chat_logprobs(collector) -> dict | None:
+def _chat_logprobs(collector, start: int = 0) -> dict | None:
     if collector is None:
         return None
-    content = []
-    for token, value, top in collector.entries:
-        text = collector.text(token)
-        content.append({"token": text, "logprob": value, "bytes": list(text.encode()),
-                        "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())}
-                                         for t, v in (top or {}).items()]})
-    return {"content": content}
+    return logprobs_content((collector.text(t), v, top) for t, v, top in collector.entries[start:])
 
 
-def _response(engine, request: _ChatRequest, run, text: str) -> dict:
-    message, finish = _message(request, text, run.finish_reason)
+def _response(engine, request: ChatRequest, run, text: str) -> dict:
+    message, finish = chat_message(request, text, run.finish_reason)
     return {
         "id": run.id, "object": "chat.completion", "created": run.created,
         "model": run.opts.model or engine.model_name,
@@ -251,57 +72,14 @@ def _response(engine, request: _ChatRequest, run, text: str) -> dict:
     }
 
 
-class _DeltaPipeline:
-    """Text deltas -> OpenAI deltas: reasoning split, then tool-call parsing."""
-
-    def __init__(self, request: _ChatRequest) -> None:
-        from .chat.reasoning import ReasoningStreamSplitter
-        from .chat.tools import ToolCallStreamParser
-
-        self.request = request
-        family = request.family
-        self.reasoning = ReasoningStreamSplitter(family, start_in_reasoning=request.opens_reasoning) \
-            if family.has_reasoning else None
-        self.tools = ToolCallStreamParser(family, request.tools) if request.tool_mode == "auto" else None
-        self.forced: list[str] = []
-        self.saw_calls = False
-
-    def feed(self, text: str, final: bool = False) -> list[dict]:
-        if self.request.tool_mode == "forced":
-            self.forced.append(text)
-            if not final:
-                return []
-            calls = _forced_call(self.request, "".join(self.forced), index=0)
-            self.saw_calls = bool(calls)
-            return [{"tool_calls": calls}] if calls else []
-        reasoning, content = ("", text)
-        if self.reasoning is not None:
-            reasoning, content = self.reasoning.feed(text)
-            if final:
-                r2, c2 = self.reasoning.finish()
-                reasoning, content = reasoning + r2, content + c2
-        deltas = [{"reasoning_content": reasoning}] if reasoning else []
-        if self.tools is None:
-            return deltas + ([{"content": content}] if content else [])
-        step = self.tools.feed(content)
-        parts = [step] + ([self.tools.finish()] if final else [])
-        for part in parts:
-            if part.content:
-                deltas.append({"content": part.content})
-            if part.tool_calls:
-                self.saw_calls = True
-                deltas.append({"tool_calls": part.tool_calls})
-        return deltas
-
-
-def _stream(engine, request: _ChatRequest, run, params) -> Iterator[dict]:
+def _stream(engine, request: ChatRequest, run, params) -> Iterator[dict]:
     model = run.opts.model or engine.model_name
 
     def chunk(delta: dict, finish: str | None = None, logprobs=None) -> dict:
         return {"id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
                 "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
-    pipeline = _DeltaPipeline(request)
+    pipeline = DeltaPipeline(request)
     collector, seen = run.logprobs, 0
     gen = engine.generate(run, params)
     try:
@@ -311,20 +89,9 @@ def _stream(engine, request: _ChatRequest, run, params) -> Iterator[dict]:
             for delta in pipeline.feed(text, final=final):
                 logprobs = None
                 if collector is not None:
-                    logprobs = _chat_logprobs(_Slice(collector, seen))
+                    logprobs = _chat_logprobs(collector, seen)
                     seen = len(collector.entries)
                 yield chunk(delta, logprobs=logprobs)
-        finish = run.finish_reason
-        if pipeline.saw_calls and finish == "stop":
-            finish = "tool_calls"
-        yield chunk({}, finish)
+        yield chunk({}, pipeline.finish_reason(run.finish_reason))
     finally:
         gen.close()
-
-
-class _Slice:
-    """The entries of a LogprobCollector from ``start`` on (for one stream chunk)."""
-
-    def __init__(self, collector, start: int) -> None:
-        self.entries = collector.entries[start:]
-        self.text = collector.text

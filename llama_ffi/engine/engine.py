@@ -14,7 +14,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator, Sequence
+from typing import AsyncIterator, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -180,6 +180,17 @@ class Engine:
             request.cancel()
             self._wake.set()
         return result.completion()
+
+    def cancel(self, request: Request) -> None:
+        """Cancel ``request`` and wake the engine thread so its slot is freed at once."""
+        request.cancel()
+        self._wake.set()
+
+    def asyncio_sink(self, target) -> Callable[[Event], None]:
+        """A ``sink`` for :meth:`submit` calling ``target.put_nowait(event)`` on the running
+        event loop, handed over with every other stream of that loop once per step."""
+        loop = asyncio.get_running_loop()
+        return lambda event: self._post(loop, target, event)
 
     def _post(self, loop, events, event) -> None:
         # Runs on the engine thread: collect, and hand over once per step (see _flush).

@@ -1,0 +1,129 @@
+"""``POST /v1/chat/completions`` over the shared chat pipeline (``llama_ffi.chat.pipeline``).
+
+The pipeline renders the prompt (GGUF template or named format), adds the grammar that
+enforces ``response_format`` or a forced ``tool_choice``, and turns output into OpenAI
+messages or deltas with ``tool_calls`` and ``reasoning_content``; ``Llama`` uses the same
+code, so a model answers alike through both.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..chat.pipeline import (
+    DeltaPipeline,
+    build_chat,
+    chat_message,
+    logprobs_content,
+    merge_stops,
+    top_logprobs,
+)
+from ..errors import ValidationError
+from .generation import (
+    Choice,
+    Jobs,
+    grammar_of,
+    sampling_params,
+    stop_list,
+    token_text,
+    usage,
+)
+from .schemas import ChatRequest
+
+_CHAT_FIELDS = ("tools", "tool_choice", "functions", "function_call", "response_format", "enable_thinking",
+                "chat_template_kwargs")
+
+
+def _messages(body: ChatRequest) -> list[dict]:
+    out = []
+    for i, message in enumerate(body.messages):
+        m = message.model_dump(exclude_unset=True)
+        if isinstance(m.get("content"), list):
+            parts = m["content"]
+            if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in parts):
+                raise ValidationError(f"messages[{i}].content: only text parts are supported", param="messages")
+            m["content"] = "\n".join(p["text"] for p in parts)
+        out.append(m)
+    return out
+
+
+def _chat_options(body: ChatRequest) -> dict[str, Any]:
+    chat = {}
+    for name in _CHAT_FIELDS:
+        value = getattr(body, name)
+        if value is not None:
+            chat[name] = [v.model_dump(exclude_none=True) for v in value] if name in ("tools", "functions") else value
+    return chat
+
+
+def submit(body: ChatRequest, entry) -> tuple[Jobs, Any]:
+    request = build_chat(entry.model, entry.settings.chat_format, _messages(body), _chat_options(body))
+    grammar = grammar_of(body)
+    if grammar is not None and request.grammar is not None:
+        raise ValidationError("give either grammar or response_format/tool_choice, not both", param="grammar")
+    grammar = grammar or request.grammar
+    stops = merge_stops(stop_list(body.stop), request.stops) or []
+    tokens = entry.vocab.tokenize(request.prompt, add_special=request.add_bos, parse_special=True)
+    max_tokens = body.max_completion_tokens or body.max_tokens or entry.engine.context.n_ctx_seq
+    logprobs = top_logprobs(body.top_logprobs) if body.logprobs else None
+    specs = [(tokens, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens,
+                       "stop": stops, "grammar": grammar, "logprobs": logprobs}) for j in range(body.n)]
+    return Jobs(entry).submit(specs), request
+
+
+class _Shape:
+    def __init__(self, body: ChatRequest, entry) -> None:
+        self.body, self.entry = body, entry
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = body.model or entry.name
+
+    def logprobs(self, entries: list[dict]) -> dict | None:
+        if not self.body.logprobs:
+            return None
+        vocab = self.entry.vocab
+        return logprobs_content((token_text(vocab, e["token"]), e["logprob"],
+                                 {token_text(vocab, t): lp for t, lp in e["top"]}) for e in entries)
+
+    def chunk(self, index: int, delta: dict, finish: str | None = None, logprobs=None) -> dict:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+
+
+def response(body: ChatRequest, entry, jobs: Jobs, request, choices: list[Choice]) -> dict:
+    shape = _Shape(body, entry)
+    out = []
+    for index, c in enumerate(choices):
+        message, finish = chat_message(request, c.text, c.finish_reason)
+        out.append({"index": index, "message": message, "logprobs": shape.logprobs(c.logprobs),
+                    "finish_reason": finish})
+    generated = sum(len(c.tokens) for c in choices)
+    return {"id": shape.id, "object": "chat.completion", "created": shape.created, "model": shape.model,
+            "choices": out, "usage": usage(jobs.prompt_tokens(body.n), generated)}
+
+
+async def stream(body: ChatRequest, entry, jobs: Jobs, request) -> AsyncIterator[dict]:
+    shape = _Shape(body, entry)
+    n = len(jobs.requests)
+    pipelines = [DeltaPipeline(request) for _ in range(n)]
+    pending: list[list[dict]] = [[] for _ in range(n)]  # logprobs not yet sent with a delta
+    generated = 0
+    for index in range(n):
+        yield shape.chunk(index, {"role": "assistant", "content": ""})
+    async for index, event in jobs.events():
+        generated += len(event.tokens)
+        pending[index].extend(event.logprobs or ())
+        final = event.finish_reason is not None
+        for delta in pipelines[index].feed(event.text, final=final):
+            yield shape.chunk(index, delta, logprobs=shape.logprobs(pending[index]))
+            pending[index] = []
+        if final:
+            finish = pipelines[index].finish_reason(event.finish_reason)
+            leftover = shape.logprobs(pending[index]) if pending[index] else None
+            yield shape.chunk(index, {}, finish, logprobs=leftover)
+    if body.stream_options is not None and body.stream_options.include_usage:
+        yield {"id": shape.id, "object": "chat.completion.chunk", "created": shape.created, "model": shape.model,
+               "choices": [], "usage": usage(jobs.prompt_tokens(body.n), generated)}
