@@ -26,9 +26,16 @@ def _pending(module: str, what: str) -> str:
 def w_concurrent(s: dict) -> list[Result]:
     parallel = [8, 32, 64]
     n_gen = s["n_gen_concurrent"]
-    rows = [row(f"concurrent/ours-{n}", f"concurrent {n}", f"llama_ffi engine, {n} sequences x {n_gen} tokens",
-                lambda: {}, baseline=f"concurrent/batched-{n}",
-                skip=_pending("llama_ffi.engine", "concurrent generation")) for n in parallel]
+    from . import serving  # implemented in scripts/bench/serving.py
+
+    def ours(n: int, **extra):
+        return lambda: serving.child("concurrent", serving.engine_params(s, parallel=n, n_gen=n_gen, **extra))
+    rows = [row(f"concurrent/ours-{n}", f"concurrent {n}",
+                f"llama_ffi engine, {n} requests x {n_gen} tokens (aggregate, prefill included)", ours(n),
+                baseline=f"concurrent/batched-{n}") for n in parallel]
+    rows.append(row("concurrent/ours-8-one-at-a-time", "concurrent 8",
+                    f"llama_ffi engine, 8 requests x {n_gen} tokens, one at a time", ours(8, sequential=True),
+                    baseline="concurrent/ours-8"))
     speeds: dict[int, list[float]] = {n: [] for n in parallel}
     failure: list[Exception] = []
 
@@ -53,15 +60,21 @@ def w_concurrent(s: dict) -> list[Result]:
 
 
 def w_server(s: dict) -> list[Result]:
-    return [row("server/ours", "server", "llama_ffi server, 64 concurrent requests", lambda: {},
-                baseline="server/llama-server", skip=_pending("llama_ffi.server", "the server")),
-            row("server/llama-server", "server", "llama-server -np 64 -kvu, 64 concurrent requests", lambda: {},
-                skip="not implemented yet (needs an HTTP load generator in the harness)")]
+    from . import serving  # implemented in scripts/bench/serving.py
+
+    n, n_gen, reps = 64, s["n_gen_concurrent"], s["reps_concurrent"]
+    return [row("server/ours", "server", f"llama_ffi server, {n} concurrent /v1/completions x {n_gen} tokens",
+                lambda: serving.measure_server("ours", s, n, n_gen, reps), baseline="server/llama-server"),
+            row("server/llama-server", "server", f"llama-server -np {n} -kvu, {n} concurrent x {n_gen} tokens",
+                lambda: serving.measure_server("lcpp", s, n, n_gen, reps))]
 
 
 def w_prefix(s: dict) -> list[Result]:
-    return [row("prefix/ours", "shared prefix", "llama_ffi engine, requests sharing a long prefix",
-                lambda: {}, skip=_pending("llama_ffi.engine", "shared prefixes"))]
+    from . import serving  # implemented in scripts/bench/serving.py
+
+    params = serving.engine_params(s, parallel=64, n_gen=16 if s["quick"] else 32)
+    return [row("prefix/ours", "shared prefix", "llama_ffi engine, 64 requests sharing a 1000-token prefix",
+                lambda: serving.child("prefix", params))]
 
 
 def w_embeddings(s: dict) -> list[Result]:
@@ -71,7 +84,6 @@ def w_embeddings(s: dict) -> list[Result]:
 
 
 def w_json_schema(s: dict) -> list[Result]:
-    return [row("json/ours", "json-schema", "llama_ffi create_completion, JSON-schema constrained", lambda: {},
-                baseline="json/ours-free", skip=_pending("llama_ffi.grammar.json_schema", "constrained output")),
-            row("json/ours-free", "json-schema", "llama_ffi create_completion, unconstrained", lambda: {},
-                skip="not implemented yet")]
+    from .constrained import w_json
+
+    return w_json(s)  # implemented in scripts/bench/constrained.py
