@@ -132,9 +132,7 @@ class Engine:
             while True:
                 event = await events.get()
                 yield event
-                if event.finish_reason is not None:
-                    if event.error is not None:
-                        raise GenerationError(f"generation failed: {event.error}") from event.error
+                if _is_last(event):
                     return
         finally:
             request.cancel()
@@ -161,9 +159,7 @@ class Engine:
             while True:
                 event = events.get()
                 yield event
-                if event.finish_reason is not None:
-                    if event.error is not None:
-                        raise GenerationError(f"generation failed: {event.error}") from event.error
+                if _is_last(event):
                     return
         finally:
             request.cancel()
@@ -262,6 +258,15 @@ class Engine:
         return f"<Engine {self.name} slots={self.context.n_seq_max} {'closed' if self._closed else 'running'}>"
 
 
+def _is_last(event: Event) -> bool:
+    """True for a request's final event; a failed request raises here, in the caller."""
+    if event.finish_reason is None:
+        return False
+    if event.error is not None:
+        raise GenerationError(f"generation failed: {event.error}") from event.error
+    return True
+
+
 class _Accumulator:
     """Collects a request's events into a Completion."""
 
@@ -277,10 +282,8 @@ class _Accumulator:
         self.parts.append(event.text)
         self.tokens.extend(event.tokens)
         self.logprobs.extend(event.logprobs or ())
-        if event.finish_reason is None:
+        if not _is_last(event):
             return False
-        if event.error is not None:
-            raise GenerationError(f"generation failed: {event.error}") from event.error
         self.finish_reason = event.finish_reason
         return True
 
