@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 
 import pytest
 
@@ -73,6 +74,8 @@ def test_model_and_llama_render_as_tables(llama, model_path):
     assert model._repr_html_().startswith("<code>")  # closed: says so, never raises
 
 
-def test_no_progress_bars_when_nobody_watches():
-    assert not interactive()  # pytest captures stderr
+def test_no_progress_bars_when_nobody_watches(monkeypatch):
+    # pytest captures stderr; another test may have imported ipykernel into this process
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert not interactive()
     assert tqdm_class() is None
