@@ -105,6 +105,9 @@ class LogprobCollector:
         return {"tokens": tokens, "text_offset": offsets, "token_logprobs": values, "top_logprobs": tops}
 
 
+CANCEL_CHUNK = 128  # prompt tokens decoded between two checks of a cancel token
+
+
 class CompletionEngine:
     """Prompt handling, prefix reuse and the generation loop over one context."""
 
@@ -270,6 +273,8 @@ class CompletionEngine:
         self.stats.last_reused, self.stats.last_prefill = keep, len(full) - keep
         self.stats.prefill_tokens += len(full) - keep
         cancel, step = opts.cancel, self.context.n_batch
+        if cancel is not None:  # cancel is checked between chunks: bound how long one can run
+            step = min(step, CANCEL_CHUNK)
         collect = self._prompt_logprobs(run, full) if (opts.echo and run.logprobs) else None
         for at in range(keep, len(full), step):
             if cancel is not None and cancel.is_set():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CancelledError, DecodeError, KVCacheFullError, StateError, ValidationError
+from . import _exit
 from ._lib import ffi
 from .batch import Batch
 from .handle import Handle
@@ -67,16 +69,26 @@ class Context(Handle):
         """Run the model over ``batch``. Raises KVCacheFullError (recoverable), CancelledError
         (``abort()`` was called) or DecodeError; bad ids and positions are refused first."""
         self._check_batch(batch)
-        status = self._lib.llama_decode(self.ptr, batch.c[0])
-        self._abort_flag[0] = b"\0"
+        ptr, flag = self.ptr, self._abort_flag
+        _exit.enter(flag)
+        try:
+            status = self._lib.llama_decode(ptr, batch.c[0])
+        finally:
+            _exit.leave(flag)
+        flag[0] = b"\0"
         if status != 0:
             _raise_decode_status(status, "llama_decode")
 
     def encode(self, batch: Batch) -> None:
         """Run an encoder (embedding models, encoder-decoder models) over ``batch``."""
         self._check_batch(batch)
-        status = self._lib.llama_encode(self.ptr, batch.c[0])
-        self._abort_flag[0] = b"\0"
+        ptr, flag = self.ptr, self._abort_flag
+        _exit.enter(flag)
+        try:
+            status = self._lib.llama_encode(ptr, batch.c[0])
+        finally:
+            _exit.leave(flag)
+        flag[0] = b"\0"
         if status != 0:
             _raise_decode_status(status, "llama_encode")
 
@@ -194,6 +206,7 @@ class Context(Handle):
             raise StateError("empty state")
         lib, ptr = self._lib, self.ptr
         if seq_id is None:
+            _check_arch_field(data[:4], len(data))
             read = lib.llama_state_set_data(ptr, data, len(data))
         else:
             self._check_seq(seq_id, False)
@@ -211,6 +224,7 @@ class Context(Handle):
         path = Path(path)
         if not path.is_file():
             raise StateError(f"no state file at {path}")
+        _check_state_file_head(path)
         capacity = self.n_ctx
         out, count = ffi.new("llama_token[]", capacity), ffi.new("size_t *")
         if not self._lib.llama_state_load_file(self.ptr, os.fsencode(path), out, capacity, count):
@@ -261,6 +275,35 @@ class Context(Handle):
 
     def synchronize(self) -> None:
         self._lib.llama_synchronize(self.ptr)
+
+
+# A state starts with the architecture name, read with the length the state claims: llama.cpp
+# allocates a 4 GiB string for a claim of 4 GiB (30 s and the memory) before it finds the bytes
+# missing. Names are short ("llama", "qwen3moe"), so a claim past this is refused here.
+MAX_ARCH_NAME = 64
+SESSION_HEAD = struct.Struct("<III")  # magic, version, n_tokens; then the tokens, then the state
+
+
+def _check_arch_field(head: bytes, available: int) -> None:
+    if len(head) < 4:
+        raise StateError("state is truncated")
+    n = int.from_bytes(head[:4], "little")
+    if n > MAX_ARCH_NAME or 4 + n > available:
+        raise StateError(f"state is corrupt (architecture name of {n} bytes)")
+
+
+def _check_state_file_head(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(SESSION_HEAD.size)
+        if len(head) < SESSION_HEAD.size:
+            raise StateError(f"state file {path} is truncated")
+        n_tokens = SESSION_HEAD.unpack(head)[2]
+        at = SESSION_HEAD.size + 4 * n_tokens
+        if at > size:
+            raise StateError(f"state file {path} claims {n_tokens} tokens, more than it holds")
+        f.seek(at)
+        _check_arch_field(f.read(4), size - at)
 
 
 def _raise_decode_status(status: int, what: str) -> None:

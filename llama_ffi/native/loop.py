@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import ContextOverflowError
+from . import _exit
 from .batch import Batch
 from .context import Context, _raise_decode_status
 from .sampler import SamplerChain
@@ -80,6 +81,7 @@ class TokenLoop:
         token_arr, pos_arr, c_batch = step.token, step.pos, step.c[0]
         has_python_samplers = any(hasattr(s, "take_error") for s in self.chain.samplers)
         abort_flag, n_ctx = ctx._abort_flag, ctx.n_ctx_seq
+        enter, leave = _exit.enter, _exit.leave
         for _ in range(max_tokens):
             if logits_hook is not None:
                 logits_hook(ctx.logits(-1))  # zero-copy: edits are what the chain samples from
@@ -93,7 +95,11 @@ class TokenLoop:
                 return
             token_arr[0] = token
             pos_arr[0] = self.pos
-            status = decode(ctx_ptr, c_batch)
+            enter(abort_flag)  # the exit gate (native/_exit.py): no decode under exit
+            try:
+                status = decode(ctx_ptr, c_batch)
+            finally:
+                leave(abort_flag)
             if status != 0:
                 abort_flag[0] = b"\0"
                 _raise_decode_status(status, "llama_decode")
