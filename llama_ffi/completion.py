@@ -392,11 +392,16 @@ def _runs_on_gpu(model) -> bool:
 
 
 def _grammar_sampler(grammar, vocab):
+    """The grammar sampler for ``grammar``: GBNF text, a ``LlamaGrammar``, or a chat
+    ``ToolGrammarSpec`` (which builds its own, lazy when it is)."""
     if grammar is None:
         return None
+    from .chat.tool_grammar import ToolGrammarSpec
     from .grammar import LlamaGrammar
     from .native.sampler import Sampler
 
+    if isinstance(grammar, ToolGrammarSpec):
+        return grammar.sampler(vocab)
     if isinstance(grammar, (str, bytes)):
         grammar = LlamaGrammar.from_string(grammar)
     if not isinstance(grammar, LlamaGrammar):

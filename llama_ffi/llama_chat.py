@@ -23,7 +23,6 @@ from .chat.pipeline import (
     top_logprobs,
 )
 from .completion_options import split_options
-from .errors import ValidationError
 
 __all__ = ["create_chat_completion"]
 
@@ -36,10 +35,9 @@ def create_chat_completion(llama, messages: Sequence[Mapping[str, Any]], **optio
     if "sampling" not in options:
         options.setdefault("temperature", 0.2)  # llama-cpp-python's chat default
     request = build_chat(llama.model, llama.chat_format, messages, chat)
-    if request.grammar is not None:
-        if options.get("grammar") is not None:
-            raise ValidationError("give either grammar or response_format/tool_choice, not both", param="grammar")
-        options["grammar"] = request.grammar
+    grammar = request.grammar_for(options.get("grammar"))  # raises when both ask for one
+    if grammar is not None:
+        options["grammar"] = grammar
     options["stop"] = merge_stops(options.get("stop"), request.stops)
     if chat.get("logprobs"):
         options["logprobs"] = top_logprobs(chat.get("top_logprobs"))

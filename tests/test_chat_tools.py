@@ -479,6 +479,36 @@ def test_round_trip_through_real_template(stem, n_calls, string_args):
         assert calls_of(calls) == expected
 
 
+@pytest.mark.parametrize(("stem", "n_calls", "string_args"), ROUND_TRIP, ids=[r[0] for r in ROUND_TRIP])
+def test_native_grammar_accepts_real_template_output(stem, n_calls, string_args):
+    """What each template renders for an assistant's calls is what its model writes, so
+    the family's tool grammar must accept it: the forced grammar as the whole answer
+    (reasoning included), the lazy one from where its trigger fires."""
+    from llama_ffi.chat.tool_grammar import tool_call_grammar
+
+    family, output, opened = _assistant_output(stem, [WEATHER, TIME][:n_calls], string_args)
+    tools = validate_tools(TOOLS)
+    forced = tool_call_grammar(family, tools, mode="required", reasoning_open=opened, parallel=n_calls > 1)
+    if forced is None:
+        assert stem in NO_GRAMMAR
+        return
+    assert forced.grammar.matches(output), output
+    assert not forced.grammar.matches(output.replace("Paris", "Paris\""))  # it does check
+    lazy = tool_call_grammar(family, tools, parallel=n_calls > 1)
+    if lazy is None:
+        assert family.has_reasoning  # lazy grammars skip families that may reason first
+        return
+    starts = [m.start(1) for end in range(1, len(output) + 1) for p in lazy.trigger_patterns
+              if (m := re.search(p[:-1] + r"\Z", output[:end]))]
+    assert starts, output
+    assert lazy.grammar.matches(output[starts[0]:]), output
+
+
+# XML-like, Harmony and Functionary formats: forced calls keep the JSON fallback grammar.
+NO_GRAMMAR = {"Qwen3-Coder", "Qwen3.5-4B", "GLM-4.6", "GLM-4.7-Flash", "google-gemma-4-31B-it",
+              "meetkai-functionary-medium-v3.1", "meetkai-functionary-medium-v3.2", "openai-gpt-oss-120b"}
+
+
 # --- request validation --------------------------------------------------------------
 
 

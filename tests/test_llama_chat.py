@@ -134,3 +134,151 @@ def test_custom_chat_handler_gets_the_request(model_path):
     with Llama(str(model_path), n_ctx=128, chat_handler=handler, verbose=False) as llm:
         assert llm.create_chat_completion(MESSAGES, temperature=0.3) == {"handled": True}
     assert seen["messages"] == MESSAGES and seen["temperature"] == 0.3
+
+
+# --- native tool grammars on the real model ----------------------------------------------
+# SmolLM2's family is "smollm": calls are a JSON answer (``{"name", "arguments"}``, a list of
+# them, or ``{"tool_calls": [...]}``). Its template has no tools slot, so the pipeline
+# describes the tools in the system message.
+WEATHER_PARAMS = {"type": "object", "properties": {
+    "city": {"type": "string", "enum": ["Rome", "Oslo", "Paris"]},
+    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    "required": ["city", "unit"], "additionalProperties": False}
+TIME_PARAMS = {"type": "object", "properties": {"tz": {"type": "string", "maxLength": 30}},
+               "required": ["tz"], "additionalProperties": False}
+PARAMS = {"get_weather": WEATHER_PARAMS, "get_time": TIME_PARAMS}
+STRICT_TOOLS = [{"type": "function", "function": {"name": name, "description": f"{name} for a place",
+                                                  "parameters": params}} for name, params in PARAMS.items()]
+
+
+def _shot(city):
+    return [{"role": "user", "content": f"Weather in {city}?"},
+            {"role": "assistant", "content": json.dumps({"name": "get_weather", "arguments": {"city": city}})}]
+
+
+# Two examples of a call that leaves out "unit": unconstrained, the model copies that.
+FEW_SHOT = [*_shot("Paris"), *_shot("Berlin"), {"role": "user", "content": "Weather in Rome?"}]
+
+
+@pytest.fixture(scope="module")
+def llm(model_path):
+    """One thread for decode and batches: the test machine is small and shared."""
+    with Llama(str(model_path), n_ctx=1024, n_batch=256, n_threads=1, n_threads_batch=1, verbose=False) as llm:
+        yield llm
+
+
+def _free_text(llm, messages, max_tokens, **chat):
+    """What the model writes for the chat's prompt with no grammar at all."""
+    from llama_ffi.chat.pipeline import build_chat
+
+    prompt = build_chat(llm.model, None, messages, {"tools": STRICT_TOOLS, **chat}).prompt
+    tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    return llm(tokens, max_tokens=max_tokens, **GREEDY)["choices"][0]["text"]
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_time"}}],
+                         ids=["required", "named"])
+@pytest.mark.parametrize(("seed", "question"), [(0, "What's the weather in Rome?"),
+                                                (1, "What time is it in Tokyo?"), (2, "Tell me a joke.")])
+def test_forced_tool_call_follows_the_schema(llm, choice, seed, question):
+    jsonschema = pytest.importorskip("jsonschema")
+    out = llm.create_chat_completion([{"role": "user", "content": question}], tools=STRICT_TOOLS,
+                                     tool_choice=choice, max_tokens=60, temperature=0.8, seed=seed)
+    result = out["choices"][0]
+    assert result["finish_reason"] == "tool_calls" and result["message"]["content"] is None
+    (call,) = result["message"]["tool_calls"]
+    name = call["function"]["name"]
+    assert name == "get_time" if isinstance(choice, dict) else name in PARAMS
+    jsonschema.validate(json.loads(call["function"]["arguments"]), PARAMS[name])
+    assert call["type"] == "function" and call["id"].startswith("call_")
+
+
+def test_requests_carry_the_native_tool_grammar(llm):
+    from llama_ffi.chat.pipeline import build_chat
+    from llama_ffi.chat.tool_grammar import ToolGrammarSpec
+    from llama_ffi.grammar import LlamaGrammar
+
+    def build(**chat):
+        return build_chat(llm.model, None, MESSAGES, {"tools": STRICT_TOOLS, **chat})
+
+    forced, auto, none = build(tool_choice="required"), build(), build(tool_choice="none")
+    assert forced.tool_mode == "native" and isinstance(forced.grammar, ToolGrammarSpec) and not forced.grammar.lazy
+    assert auto.tool_mode == "native" and auto.grammar is None and auto.auto_grammar.lazy
+    assert none.tool_mode == "none" and none.grammar is None and none.auto_grammar is None
+    assert "get_weather" in auto.prompt and "get_weather" not in none.prompt  # tools described
+    mine = LlamaGrammar.from_string('root ::= "yes" | "no"')
+    assert auto.grammar_for() is auto.auto_grammar and auto.grammar_for(mine) is mine
+    with pytest.raises(ValidationError):
+        forced.grammar_for(mine)
+    with_format = build(response_format={"type": "json_object"})
+    assert with_format.auto_grammar is None and with_format.grammar_for() is with_format.grammar
+
+
+def test_a_schema_without_a_grammar_still_parses_in_auto(llm):
+    """Parameters the JSON Schema converter rejects: "auto" falls back to parsing only
+    (as before tool grammars), a forced call reports the schema."""
+    from llama_ffi.chat.pipeline import build_chat
+    from llama_ffi.errors import GrammarError
+
+    odd = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 5}}}
+    chat = {"tools": [{"type": "function", "function": {"name": "f", "parameters": odd}}]}
+    auto = build_chat(llm.model, None, MESSAGES, chat)
+    assert auto.tool_mode == "native" and auto.grammar_for() is None
+    with pytest.raises(GrammarError):
+        build_chat(llm.model, None, MESSAGES, {**chat, "tool_choice": "required"})
+    with pytest.raises(ValidationError, match="parallel_tool_calls"):
+        build_chat(llm.model, None, MESSAGES, {**chat, "parallel_tool_calls": "yes"})
+
+
+def test_auto_answers_in_prose_under_the_lazy_grammar(llm):
+    messages = [{"role": "user", "content": "Name one fruit."}]
+    out = llm.create_chat_completion(messages, tools=STRICT_TOOLS, max_tokens=24, **GREEDY)
+    result = out["choices"][0]
+    assert "tool_calls" not in result["message"] and result["finish_reason"] in ("stop", "length")
+    assert result["message"]["content"].strip()
+    # The grammar never woke: token for token what the model writes with no grammar.
+    assert result["message"]["content"] == _free_text(llm, messages, 24)
+
+
+def test_auto_call_is_constrained_once_started(llm):
+    jsonschema = pytest.importorskip("jsonschema")
+    free = _free_text(llm, FEW_SHOT, 40)
+    assert '"get_weather"' in free and "unit" not in free  # the model starts a call, unconstrained
+    out = llm.create_chat_completion(FEW_SHOT, tools=STRICT_TOOLS, max_tokens=40, **GREEDY)
+    result = out["choices"][0]
+    assert result["finish_reason"] == "tool_calls" and result["message"]["content"] is None
+    (call,) = result["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER_PARAMS)  # "unit" is there now
+    chunks = list(llm.create_chat_completion(FEW_SHOT, tools=STRICT_TOOLS, max_tokens=40, stream=True, **GREEDY))
+    streamed = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert [tc["function"] for tc in streamed] == [call["function"]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_tool_choice_none_never_yields_tool_calls(llm):
+    out = llm.create_chat_completion(FEW_SHOT, tools=STRICT_TOOLS, tool_choice="none", max_tokens=40, **GREEDY)
+    result = out["choices"][0]
+    assert "tool_calls" not in result["message"] and result["finish_reason"] != "tool_calls"
+    assert '"get_weather"' in result["message"]["content"]  # a call-shaped answer, left as text
+    chunks = list(llm.create_chat_completion(FEW_SHOT, tools=STRICT_TOOLS, tool_choice="none", max_tokens=40,
+                                             stream=True, **GREEDY))
+    assert not any("tool_calls" in c["choices"][0]["delta"] for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] != "tool_calls"
+
+
+def test_families_without_a_native_grammar_keep_the_json_fallback(llm, monkeypatch):
+    """Functionary v3.2 has no tool grammar: a forced call is one JSON object under the
+    whole-answer grammar, read back as the call."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from llama_ffi.chat import families
+    from llama_ffi.chat.pipeline import build_chat
+
+    monkeypatch.setattr(families, "detect_family", lambda *a, **k: families.get_family("functionary-v3.2"))
+    chat = {"tools": STRICT_TOOLS, "tool_choice": "required"}
+    assert build_chat(llm.model, None, MESSAGES, chat).tool_mode == "json"
+    out = llm.create_chat_completion([{"role": "user", "content": "Weather in Oslo?"}], max_tokens=60, **chat,
+                                     **GREEDY)
+    (call,) = out["choices"][0]["message"]["tool_calls"]
+    jsonschema.validate(json.loads(call["function"]["arguments"]), PARAMS[call["function"]["name"]])
+    assert out["choices"][0]["finish_reason"] == "tool_calls"

@@ -98,6 +98,11 @@ class ModelFamily:
         ``reasoning_open``: the prompt already opened a reasoning block (see
         ``reasoning.prompt_opens_reasoning``). Trigger tokens are dropped for
         tag-reasoning families, since a token would also fire mid-thought.
+
+        These are llama.cpp-shaped (they describe the format). Our own lazy grammars
+        use the stricter triggers of ``chat.tool_grammar``: these can hand a grammar
+        text it rejects, and their ``[\\s\\S]*?`` overflows libstdc++'s regex stack on
+        long outputs; either aborts the process.
         """
         patterns = tuple(self.tool_trigger_patterns or ())
         tokens = tuple(self.tool_trigger_tokens or ())

@@ -8,6 +8,16 @@ tool calls back. The response side turns generated text into an OpenAI ``message
 (:class:`DeltaPipeline`): reasoning goes to ``reasoning_content`` and tool-call syntax
 becomes ``tool_calls``.
 
+Tool grammars are in the family's own syntax where ``chat.tool_grammar`` has one: a forced
+call (``tool_choice="required"`` or a named function) gets a grammar over the whole answer
+(``ChatRequest.grammar``), ``"auto"`` a lazy one that only constrains a call once the model
+starts it (``ChatRequest.auto_grammar``, which a caller's own grammar replaces; use
+:meth:`ChatRequest.grammar_for`). Both are
+:class:`~llama_ffi.chat.tool_grammar.ToolGrammarSpec` objects: ``.text``/``.root`` like a
+``LlamaGrammar``, and ``.sampler(vocab)`` for the (lazy) sampler. Families without one
+fall back to a JSON grammar over the whole answer for forced calls, and to parsing only
+for ``"auto"``.
+
 The prompt comes from, in order: a named ``chat_format``, the GGUF's own Jinja template,
 or llama-cpp-python's fallback format (``llama-2``).
 """
@@ -25,8 +35,8 @@ __all__ = ["CHAT_KEYS", "ChatRequest", "DeltaPipeline", "build_chat", "chat_mess
            "merge_stops", "split_chat_options", "top_logprobs"]
 
 # Options that belong to chat only; everything else is a completion option.
-CHAT_KEYS = frozenset({"functions", "function_call", "tools", "tool_choice", "response_format",
-                       "logprobs", "top_logprobs", "enable_thinking", "chat_template_kwargs"})
+CHAT_KEYS = frozenset({"functions", "function_call", "tools", "tool_choice", "parallel_tool_calls",
+                       "response_format", "logprobs", "top_logprobs", "enable_thinking", "chat_template_kwargs"})
 
 
 @dataclass
@@ -39,9 +49,22 @@ class ChatRequest:
     family: Any
     opens_reasoning: bool = False
     tools: list[dict] = field(default_factory=list)
-    tool_mode: str = "none"  # none / auto (parse the native syntax) / forced (JSON grammar)
-    forced_name: str | None = None
-    grammar: Any = None
+    # none; native: the family's own syntax is parsed (auto, or forced under a native
+    # grammar); json: a forced call written as one JSON object (the fallback grammar)
+    tool_mode: str = "none"
+    forced_name: str | None = None  # json mode: the named function, if any
+    grammar: Any = None  # required: response_format, or a forced tool call
+    auto_grammar: Any = None  # tool_choice auto: the lazy tool-call grammar; optional
+
+    def grammar_for(self, user_grammar=None):
+        """The grammar to generate with, given the caller's own ``grammar`` option: the
+        caller's replaces the optional auto grammar but cannot be combined with a
+        required one (``ValidationError``)."""
+        if user_grammar is None:
+            return self.grammar if self.grammar is not None else self.auto_grammar
+        if self.grammar is not None:
+            raise ValidationError("give either grammar or response_format/tool_choice, not both", param="grammar")
+        return user_grammar
 
 
 def split_chat_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -71,14 +94,53 @@ def build_chat(model, chat_format: str | None, messages: Sequence[Mapping[str, A
     prompt, add_bos, stops = _render(model, chat_format, messages, template, family, rendered_tools, chat)
     request = ChatRequest(prompt, add_bos, stops, family)
     request.opens_reasoning = prompt_opens_reasoning(prompt, family)
-    if choice.mode == "auto":
-        request.tools, request.tool_mode = tools, "auto"
-    elif choice.mode == "required":
-        request.tools, request.tool_mode = tools, "forced"
-        request.forced_name = choice.function
-        request.grammar = _tool_grammar(tools, choice.function)
-    request.grammar = request.grammar or _response_format_grammar(chat.get("response_format"))
+    if choice.mode != "none":
+        _plan_tools(request, tools, choice, _parallel(chat.get("parallel_tool_calls")))
+    if request.grammar is None:
+        request.grammar = _response_format_grammar(chat.get("response_format"))
+    if request.grammar is not None:
+        request.auto_grammar = None  # one grammar per request: response_format wins over auto
     return request
+
+
+def _plan_tools(request: ChatRequest, tools: list[dict], choice, parallel: bool) -> None:
+    """How tool calls are constrained and read back (module doc)."""
+    from ..errors import GrammarError
+    from .tool_grammar import tool_call_grammar
+
+    family, forced = request.family, choice.mode == "required"
+    done = _prompt_closes_reasoning(request.prompt, family)
+    request.tools, request.tool_mode = tools, "native"
+    try:
+        spec = tool_call_grammar(family, tools, mode="required" if forced else "auto", name=choice.function,
+                                 reasoning_open=request.opens_reasoning, reasoning_done=done, parallel=parallel)
+    except GrammarError:
+        if forced:
+            raise
+        return  # a schema the converter cannot express: auto still parses calls
+    if not forced:
+        request.auto_grammar = spec
+    elif spec is not None:
+        request.grammar = spec
+    else:
+        request.tool_mode, request.forced_name = "json", choice.function
+        request.grammar = _tool_grammar(tools, choice.function)
+
+
+def _parallel(value) -> bool:
+    """``parallel_tool_calls``: off unless asked for (as llama-server), so one call is made."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValidationError("parallel_tool_calls must be a boolean", param="parallel_tool_calls")
+    return value
+
+
+def _prompt_closes_reasoning(prompt: str, family) -> bool:
+    """The prompt ends with a closed, empty reasoning block (thinking switched off, as
+    Qwen 3's template does): the answer cannot hold reasoning."""
+    end = family.reasoning_end
+    return family.reasoning_style == "tags" and bool(end) and prompt.rstrip().endswith(end)
 
 
 def _check_messages(messages) -> None:
@@ -91,6 +153,7 @@ def _check_messages(messages) -> None:
 
 def _render(model, chat_format, messages, template, family, tools, chat) -> tuple[str, bool, tuple[str, ...]]:
     from . import get_chat_format, reconcile_bos, render_chat
+    from .toolcall_formats import GenericJsonFormat
 
     vocab = model.vocab
     name = chat_format if chat_format is not None else (None if template else "llama-2")
@@ -101,6 +164,8 @@ def _render(model, chat_format, messages, template, family, tools, chat) -> tupl
             messages = _describe_tools(messages, tools)
         prompt = get_chat_format(name).apply(messages)
         return prompt.prompt, vocab.add_bos, tuple(prompt.stop)
+    if tools and "tools" not in template and isinstance(family.tool_format, GenericJsonFormat):
+        messages = _describe_tools(messages, tools)  # the template would drop them
     bos = vocab.token_text(vocab.bos) if vocab.bos is not None else ""
     eos = vocab.token_text(vocab.eos) if vocab.eos is not None else ""
     variables = dict(family.template_kwargs(chat.get("enable_thinking")))
@@ -115,7 +180,8 @@ def _render(model, chat_format, messages, template, family, tools, chat) -> tupl
 
 
 def _describe_tools(messages, tools) -> list:
-    """Named formats have no tools slot: describe the tools in the system message."""
+    """Named formats, and templates that never mention ``tools``, have no tools slot:
+    describe the tools in the system message, in the generic JSON syntax."""
     note = ("You can call these functions. To call one, answer only with JSON "
             '{"name": <function name>, "arguments": <arguments object>}.\n'
             + "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools))
@@ -167,7 +233,8 @@ def _response_format_grammar(response_format):
 
 
 def _tool_grammar(tools: list[dict], name: str | None):
-    """A named tool: its arguments object. ``required``: {"name", "arguments"} of any tool."""
+    """The fallback for families without a native tool grammar (json mode). A named tool:
+    its arguments object. ``required``: {"name", "arguments"} of any tool."""
     from ..grammar import LlamaGrammar
 
     by_name = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
@@ -199,7 +266,7 @@ def chat_message(request: ChatRequest, text: str, finish: str | None) -> tuple[d
     from .tools import parse_tool_calls
 
     message: dict[str, Any] = {"role": "assistant", "content": text}
-    if request.tool_mode == "forced":
+    if request.tool_mode == "json":
         calls = _forced_call(request, text)
         message["content"] = None
         if calls:
@@ -209,7 +276,7 @@ def chat_message(request: ChatRequest, text: str, finish: str | None) -> tuple[d
     if reasoning is not None:
         message["reasoning_content"] = reasoning
     message["content"] = content
-    if request.tool_mode == "auto":
+    if request.tool_mode == "native":
         parsed = parse_tool_calls(content, request.family, request.tools)
         if parsed.tool_calls:
             message["content"] = parsed.content or None
@@ -242,7 +309,7 @@ class DeltaPipeline:
         family = request.family
         self.reasoning = ReasoningStreamSplitter(family, start_in_reasoning=request.opens_reasoning) \
             if family.has_reasoning else None
-        self.tools = ToolCallStreamParser(family, request.tools) if request.tool_mode == "auto" else None
+        self.tools = ToolCallStreamParser(family, request.tools) if request.tool_mode == "native" else None
         self.forced: list[str] = []
         self.saw_calls = False
 
@@ -250,7 +317,7 @@ class DeltaPipeline:
         return "tool_calls" if self.saw_calls and reason == "stop" else reason
 
     def feed(self, text: str, final: bool = False) -> list[dict]:
-        if self.request.tool_mode == "forced":
+        if self.request.tool_mode == "json":
             return self._feed_forced(text, final)
         reasoning, content = ("", text)
         if self.reasoning is not None:

@@ -61,10 +61,7 @@ def _chat_options(body: ChatRequest) -> dict[str, Any]:
 
 def submit(body: ChatRequest, entry) -> tuple[Jobs, Any]:
     request = build_chat(entry.model, entry.settings.chat_format, _messages(body), _chat_options(body))
-    grammar = grammar_of(body)
-    if grammar is not None and request.grammar is not None:
-        raise ValidationError("give either grammar or response_format/tool_choice, not both", param="grammar")
-    grammar = grammar or request.grammar
+    grammar = request.grammar_for(grammar_of(body))
     stops = merge_stops(stop_list(body.stop), request.stops) or []
     tokens = entry.vocab.tokenize(request.prompt, add_special=request.add_bos, parse_special=True)
     max_tokens = body.max_completion_tokens or body.max_tokens or entry.engine.context.n_ctx_seq
