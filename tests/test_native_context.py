@@ -171,3 +171,19 @@ def test_backend_sampling_gives_the_same_greedy_tokens(model):
             loop = TokenLoop(ctx, plain)
             loop.prefill(tokens)
             assert list(loop.run(3)) == expected[:3]
+
+
+def test_partial_copy_across_streams_is_refused_not_an_abort(model):
+    # A cache that is not unified keeps one stream per sequence; llama.cpp asserts (and
+    # kills the process) on a partial copy between streams. A whole copy works.
+    tokens = model.vocab.tokenize(PROMPT)
+    with Context(model, ContextParams(n_ctx=512, n_seq_max=2, kv_unified=False, n_threads=2)) as ctx:
+        assert ctx.n_streams == 2
+        batch = Batch(64)
+        batch.add(tokens, 0, seq_id=0, logits="none")
+        ctx.decode(batch)
+        with pytest.raises(ValidationError, match="copied whole"):
+            ctx.memory_seq_cp(0, 1, 0, 3)
+        ctx.memory_seq_cp(0, 1)
+        ctx.memory_seq_rm(1, 3, -1)
+        assert ctx.memory_seq_pos_range(1) == (0, 2)

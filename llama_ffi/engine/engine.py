@@ -36,6 +36,11 @@ class EngineConfig:
     flash_attn: str | bool | None = "auto"
     n_threads: int | None = None
     backend_sampling: bool | str = "auto"  # "auto": on when layers run on a GPU
+    # True: one pool of cells shared by all sequences (a request may use all of n_ctx;
+    # prefixes are shared cell by cell). False: a stream of n_ctx / n_seq_max cells per
+    # sequence, so attention reads only its own cells (faster with many short requests;
+    # prefixes are copied stream-wise). See docs/serving.md for measured figures.
+    kv_unified: bool = True
     max_queued_requests: int = 1024
     max_queued_tokens: int = 1 << 22
     max_tokens_default: int = 256
@@ -66,7 +71,7 @@ class Engine:
         self.model = Model(model, ModelParams(n_gpu_layers=cfg.n_gpu_layers)) if self._owns_model else model
         self.context = Context(self.model, ContextParams(
             n_ctx=cfg.n_ctx, n_batch=cfg.n_batch, n_ubatch=min(cfg.n_ubatch, cfg.n_batch), n_seq_max=cfg.n_seq_max,
-            kv_unified=True, flash_attn=cfg.flash_attn, n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads))
+            kv_unified=cfg.kv_unified, flash_attn=cfg.flash_attn, n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads))
         backend = cfg.backend_sampling
         if backend == "auto":
             backend = cfg.n_gpu_layers != 0 and has_gpu()
@@ -233,6 +238,8 @@ class Engine:
             "generated_tokens": c.generated_tokens, "preemptions": c.preemptions, "finished": c.finished,
             "kv_cells_used": sum(slot.n_past for slot in s.slots.slots), "kv_cells_total": self.context.n_ctx,
             "prefix_cache_hit_rate": c.cached_prompt_tokens / c.prompt_tokens if c.prompt_tokens else 0.0,
+            "step_seconds": c.step_seconds, "decode_seconds": c.decode_seconds,
+            "sample_seconds": c.sample_seconds,
             "ttft_p50": ttft[len(ttft) // 2] if ttft else None,
             "ttft_p99": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))] if ttft else None,
         }

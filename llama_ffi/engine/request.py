@@ -53,7 +53,12 @@ class Request:
     first_token_at: float | None = None
     n_generated: int = 0
     n_cached: int = 0  # prompt tokens reused from the prefix cache
+    n_submitted: int = -1  # prompt tokens as submitted; ``prompt`` grows when preempted
     _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if self.n_submitted < 0:
+            self.n_submitted = len(self.prompt)
 
     def cancel(self) -> None:
         """Stop at the engine's next step; the sequence's cells are freed then."""
@@ -65,4 +70,9 @@ class Request:
 
     @property
     def n_prompt(self) -> int:
-        return len(self.prompt)
+        return self.n_submitted
+
+    @property
+    def resumed_tokens(self) -> np.ndarray:
+        """Tokens generated before a preemption, now part of ``prompt`` to be recomputed."""
+        return self.prompt[self.n_submitted:]

@@ -3,7 +3,8 @@
 Each step packs the next token of every decoding sequence first (so long prompts never
 stall running streams), then chunks of pending prompts up to ``n_batch``. Prompts that
 share a prefix with a running or cached sequence get its KV cells instead of recomputing
-them; when the cache fills, the newest request is preempted and later resumed from its
+them; when the cache fills, cached prefixes of finished requests are dropped first (least
+recently used first), then the newest request is preempted and later resumed from its
 tokens so far, never corrupted.
 """
 
@@ -46,6 +47,10 @@ class Counters:
     generated_tokens: int = 0
     preemptions: int = 0
     finished: int = 0
+    # seconds spent in steps, in llama_decode, and in sampling (where the GPU is waited on)
+    step_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    sample_seconds: float = 0.0
     ttft: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
 
 
@@ -92,7 +97,10 @@ class Scheduler:
         slot = self.slots.pick_for(match)
         if slot is None:
             return False
-        if self._reserved() + len(prompt) + EXPECTED_NEW_TOKENS > self.ctx.n_ctx and self.running:
+        # One shared pool of cells: keep room for the running requests to grow. (With a
+        # stream per sequence each request has its own cells; nothing to reserve.)
+        if self.ctx.n_streams == 1 and self.running and \
+                self._reserved() + len(prompt) + EXPECTED_NEW_TOKENS > self.ctx.n_ctx:
             return False
         reuse = 0
         if match is not None:
@@ -101,11 +109,18 @@ class Scheduler:
                 self.ctx.memory_seq_rm(slot.seq_id, reuse, -1)
             else:
                 self._evict(slot)
-                self.ctx.memory_seq_cp(match.slot.seq_id, slot.seq_id, 0, reuse)
+                self._copy_prefix(match.slot, slot, reuse)
         else:
             self._evict(slot)
         self._start(request, slot, reuse)
         return True
+
+    def _copy_prefix(self, source: Slot, target: Slot, n: int) -> None:
+        if self.ctx.n_streams == 1:  # shared cells: no data moves
+            self.ctx.memory_seq_cp(source.seq_id, target.seq_id, 0, n)
+        else:  # separate streams: llama.cpp copies whole streams, then the tail goes
+            self.ctx.memory_seq_cp(source.seq_id, target.seq_id)
+            self.ctx.memory_seq_rm(target.seq_id, n, -1)
 
     def _evict(self, slot: Slot) -> None:
         if slot.n_past:
@@ -119,12 +134,14 @@ class Scheduler:
         slot.request = request
         SlotTable.touch(slot)
         chain, device_chain = self._chains(request)
+        for token in request.resumed_tokens.tolist():  # a resumed grammar/penalty state goes on
+            chain.accept(token)
         if device_chain is not None:
             self.ctx.set_sampler(slot.seq_id, device_chain)
         request.state = State.PREFILL
         if request.first_token_at is None:  # a resumed request was counted already
             request.n_cached = reuse
-            self.counters.prompt_tokens += len(request.prompt)
+            self.counters.prompt_tokens += request.n_submitted
             self.counters.cached_prompt_tokens += reuse
         running = Running(request, slot, chain, stop=StopMatcher(request.stop) if request.stop else None,
                           device_chain=device_chain)
@@ -153,25 +170,36 @@ class Scheduler:
     def _grammar(self, request: Request):
         if request.grammar is None:
             return None
+        if hasattr(request.grammar, "sampler"):  # a tool-call grammar, lazy or not (ToolGrammarSpec)
+            return request.grammar.sampler(self.vocab)
         return Sampler.grammar(self.vocab, request.grammar.text, request.grammar.root)
 
     # --- one step ------------------------------------------------------------------------
     def step(self) -> bool:
         """Run one batch. Returns False when there was nothing to do."""
+        clock = time.perf_counter
+        started = clock()
         self._reap_cancelled()
         self._admit()
         if not self.running:
             return False
         outputs = self._fill_batch()
+        c = self.counters
+        decode_start = clock()
         try:
             self.ctx.decode(self.batch)
         except KVCacheFullError:
-            self._preempt_newest()
+            if not self._evict_cached_prefixes(self.batch.n_tokens):
+                self._preempt_newest()
             return True
-        self.counters.steps += 1
+        decoded = clock()
+        c.steps += 1
         self._advance_positions()
         for running, index in outputs:
             self._sample(running, index)
+        done = clock()
+        c.decode_seconds += decoded - decode_start
+        c.step_seconds += done - started
         return True
 
     def _fill_batch(self) -> list[tuple[Running, int]]:
@@ -212,7 +240,9 @@ class Scheduler:
     def _sample(self, running: Running, index: int) -> None:
         request = running.request
         logprobs = self._logprobs(request, index) if request.logprobs is not None else None
+        before = time.perf_counter()
         token = running.chain.sample(self.ctx, index)
+        self.counters.sample_seconds += time.perf_counter() - before
         if request.state is State.PREFILL:
             request.state = State.DECODE
             if request.first_token_at is None:  # not again when resuming after preemption
@@ -268,6 +298,18 @@ class Scheduler:
     def _reap_cancelled(self) -> None:
         for running in [r for r in self.running if r.request.cancelled]:
             self._finish(running, "cancelled")
+
+    def _evict_cached_prefixes(self, cells_wanted: int) -> bool:
+        """The cache is full: drop least recently used cached prefixes (idle slots) until
+        about ``cells_wanted`` cells are free. False when there was none to drop."""
+        idle = sorted((s for s in self.slots.slots if not s.busy and s.n_past), key=lambda s: s.last_used)
+        freed = 0
+        for slot in idle:
+            if freed >= cells_wanted:
+                break
+            freed += slot.n_past
+            self._evict(slot)
+        return bool(idle)
 
     def _preempt_newest(self) -> None:
         """The cache is full: free the newest request's cells and queue it to resume."""

@@ -46,6 +46,8 @@ class Context(Handle):
         self.n_batch = int(lib.llama_n_batch(ptr))
         self.n_ubatch = int(lib.llama_n_ubatch(ptr))
         self.n_seq_max = int(lib.llama_n_seq_max(ptr))
+        # Without a unified cache every sequence has its own stream of cells.
+        self.n_streams = 1 if params.kv_unified or self.n_seq_max == 1 else self.n_seq_max
         self._memory = lib.llama_get_memory(ptr)
         # Cancellation without a Python call per graph node: the abort callback is libc's
         # strlen over a 2-byte buffer. "\0" -> 0 (carry on); "x\0" -> 1 (abort). Another
@@ -157,9 +159,14 @@ class Context(Handle):
         return bool(self._lib.llama_memory_seq_rm(self._mem(), seq_id, p0, p1))
 
     def memory_seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
-        """Share cells [p0, p1) of ``src`` with ``dst`` (no recomputation)."""
+        """Share cells [p0, p1) of ``src`` with ``dst`` (no recomputation). In a cache that
+        is not unified the sequences live in separate streams and llama.cpp can only copy a
+        whole stream (it aborts the process otherwise): give p0 = p1 = -1 there."""
         self._check_seq(src, False)
         self._check_seq(dst, False)
+        if self.n_streams > 1 and src != dst and (p0 > 0 or 0 < p1 < self.n_ctx):
+            raise ValidationError("without kv_unified=True a sequence can only be copied whole "
+                                  "(p0=-1, p1=-1): partial copies need a unified cache", param="p0")
         self._lib.llama_memory_seq_cp(self._mem(), src, dst, p0, p1)
 
     def memory_seq_keep(self, seq_id: int) -> None:
