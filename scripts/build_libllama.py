@@ -15,7 +15,10 @@ inputs copies instead of rebuilding.
 
 Variants: CPU (portable: x86-64-v3 baseline, never GGML_NATIVE: the builder's CPU is not
 the user's, and native AMX builds crash on the first decode on these machines), or CUDA
-with --cuda [--cuda-arch 90]. RPC is on in both.
+with --cuda [--cuda-arch 90]. RPC is on in both. Optional system libraries that a wheel
+cannot carry stay out of the link even where the build machine has them: NCCL (ggml-cuda
+would need libnccl.so.2) and RDMA for RPC (libibverbs.so.1), both seen on the GPU machine.
+Pass --cmake-arg=-DGGML_CUDA_NCCL=ON for a local multi-GPU build that wants NCCL.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def local_commit(tree: Path) -> str:
 
 def cmake_flags(args) -> list[str]:
     flags = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF",
-             "-DGGML_RPC=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_OPENSSL=OFF",
+             "-DGGML_RPC=ON", "-DGGML_RPC_RDMA=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_OPENSSL=OFF",
              "-DLLAMA_BUILD_APP=OFF", "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON",
              # Libraries find each other next to themselves; tools find them in ../lib.
              "-DCMAKE_INSTALL_RPATH=$ORIGIN;$ORIGIN/../lib"]
@@ -125,7 +128,7 @@ def cmake_flags(args) -> list[str]:
     flags += ["-DLLAMA_BUILD_EXAMPLES=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON",
               "-DLLAMA_BUILD_COMMON=ON"]
     if args.cuda:
-        flags += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={args.cuda_arch}"]
+        flags += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={args.cuda_arch}", "-DGGML_CUDA_NCCL=OFF"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         flags += PORTABLE_X86
     return flags + list(args.cmake_arg or [])

@@ -18,6 +18,6 @@ GROWTH_LIMIT_MIB = 20.0
 @pytest.mark.parametrize("api", ["llama", "engine"])
 def test_short_soak_memory_is_flat(model_path, api):
     run = soak.run_llama if api == "llama" else soak.run_engine
-    report = run(str(model_path), 100, 2, 20, 2, 1)
+    report = run(str(model_path), 100, 2, 20, 2, 1, 0)
     assert report["generations"] == 100 and len(report["samples_mib"]) == 5
     assert report["growth_mib"] < GROWTH_LIMIT_MIB, report

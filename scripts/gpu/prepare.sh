@@ -9,14 +9,18 @@
 #                 llama_cpp_python.tar.gz  llama-cpp-python's pure-Python package (the baseline)
 #   .gpu/whl/     cp312 manylinux wheels: cffi (+pycparser), diskcache, typing-extensions
 #   .gpu/model1/, .gpu/model2/, .gpu/model3/   the default model in parts < 40 MiB, each
-#                 with MANIFEST (file name, sha256 of the whole and of each part)
+#                 with MANIFEST (file name, destination, sha256 of the whole and of each part)
+#   .gpu/nv1/ ... .gpu/nv7/   nvidia-cublas (CUDA 13, 444 MB) in parts < 62 MiB, for the CUDA
+#                 wheel's install test (CUDA_WHEEL=0 skips them); the CUDA runtime wheel and
+#                 hatchling go to .gpu/whl
 #
 # Usage: scripts/gpu/prepare.sh [--verify]
 #   --verify  also configure and build the pruned tree here (CPU) with
 #             scripts/build_libllama.py --source-dir, in a scratch copy of the scripts and
 #             a scratch cache, so vendor/ is not touched. Slow on 2 cores.
 # Then, on the GPU machine (see scripts/gpu/run.sh and docs/benchmarks.md):
-#   carry .gpu/src .gpu/whl -> run.sh setup; carry .gpu/model1 -> run.sh model; ... model3.
+#   carry .gpu/src .gpu/whl -> run.sh setup; carry .gpu/model1 -> run.sh parts; ... model3;
+#   carry .gpu/nv1 -> run.sh parts; ... nv7; then run.sh wheel.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$(pwd)
@@ -70,36 +74,58 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
   -d "$GPU/whl" fastapi uvicorn
 log "wheels: $(ls "$GPU/whl" | tr '\n' ' ')"
 
-# --- 4. the model, in parts of < 40 MiB, one folder per device call ------------------------
-if [ -f "$MODEL" ]; then
-  rm -rf "$GPU"/model[0-9]*
-  PARTS=$(mktemp -d)
-  split -b "$PART_SIZE" -d -a 2 "$MODEL" "$PARTS/part."
-  n=0
-  for part in "$PARTS"/part.*; do
+# --- 4. big files in parts, one folder per device call --------------------------------------
+# split_parts FILE DEST PREFIX SIZE: .gpu/PREFIX1, PREFIX2, ... each with one part and a
+# MANIFEST (file name, destination folder, sha256 of the whole and of each part); the
+# GPU machine's `run.sh parts` stage reassembles FILE in DEST once all parts are in.
+split_parts() {
+  local file=$1 dest=$2 prefix=$3 size=$4 parts n=0
+  rm -rf "$GPU/$prefix"[0-9]*
+  parts=$(mktemp -d)
+  split -b "$size" -d -a 2 "$file" "$parts/part."
+  for part in "$parts"/part.*; do
     n=$((n + 1))
-    mkdir -p "$GPU/model$n"
-    mv "$part" "$GPU/model$n/"
+    mkdir -p "$GPU/$prefix$n"
+    mv "$part" "$GPU/$prefix$n/"
   done
-  rm -rf "$PARTS"
+  rm -rf "$parts"
   {
-    echo "name $(basename "$MODEL")"
-    echo "sha256 $(sha256sum "$MODEL" | cut -d' ' -f1)"
+    echo "name $(basename "$file")"
+    echo "dest $dest"
+    echo "sha256 $(sha256sum "$file" | cut -d' ' -f1)"
     echo "parts $n"
-    for d in "$GPU"/model[0-9]*; do
+    for d in "$GPU/$prefix"[0-9]*; do
       for p in "$d"/part.*; do echo "part $(basename "$p") $(sha256sum "$p" | cut -d' ' -f1)"; done
     done
-  } > "$GPU/MANIFEST.model"
-  for d in "$GPU"/model[0-9]*; do cp "$GPU/MANIFEST.model" "$d/MANIFEST"; done
-  rm "$GPU/MANIFEST.model"
-  log "model: $n parts ($(du -sh "$GPU"/model[0-9]* | awk '{print $2 ": " $1}' | tr '\n' ' '))"
+  } > "$GPU/.manifest"
+  for d in "$GPU/$prefix"[0-9]*; do cp "$GPU/.manifest" "$d/MANIFEST"; done
+  rm "$GPU/.manifest"
+  log "$(basename "$file"): $n parts ($(du -sh "$GPU/$prefix"[0-9]* | awk '{print $2 ": " $1}' | tr '\n' ' '))"
+}
+
+if [ -f "$MODEL" ]; then
+  split_parts "$MODEL" models model "$PART_SIZE"
 else
   log "no model at $MODEL: skipped the model parts"
 fi
 
+# --- 5. for the CUDA wheel: hatchling (to build it offline) and NVIDIA's CUDA 13 runtime
+# and cuBLAS wheels (what the wheel depends on), the latter in parts of < 62 MiB ------------
+if [ "${CUDA_WHEEL:-1}" = 1 ]; then
+  python3 -m pip download -q --only-binary=:all: -d "$GPU/whl" hatchling
+  NV=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
+    -d "$NV" "nvidia-cuda-runtime>=13,<14" "nvidia-cublas>=13,<14"
+  mv "$NV"/nvidia_cuda_runtime-*.whl "$GPU/whl/"
+  split_parts "$(ls "$NV"/nvidia_cublas-*.whl)" /tmp/nvidia-wheels nv 64500000
+  rm -rf "$NV"
+fi
+
 log "per call: src+whl $(du -shc "$GPU/src" "$GPU/whl" | tail -1 | cut -f1) (+ working tree)"
 
-# --- 5. optional: check that the pruned tree configures and builds (CPU) -------------------
+# --- 6. optional: check that the pruned tree configures and builds (CPU) -------------------
 if [ "${1:-}" = "--verify" ]; then
   SCRATCH=$(mktemp -d)
   mkdir -p "$SCRATCH/repo/scripts" "$SCRATCH/src"

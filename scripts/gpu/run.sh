@@ -4,13 +4,18 @@
 # Stages, in order (each well under 10 minutes; logs and results go to $OUT):
 #   setup          install .gpu/whl into /tmp/site, unpack .gpu/src, build libllama + CUDA
 #                  + all native tools (carry .gpu/src and .gpu/whl)
-#   model          collect the model part(s) carried in .gpu/modelN (one per call), and once
-#                  all are in, reassemble models/<name> and check its sha256
+#   parts          collect the parts of big files carried in .gpu/<name>N (model parts,
+#                  nvidia-cublas parts), and once all are in, reassemble and check sha256
+#                  (``model`` is the same stage)
 #   test           GPU test subset: pytest -m gpu, the native tests, and a smoke check that
 #                  n_gpu_layers=-1 loads, offloads and generates like the CPU does
 #   bench [WHICH]  the harness with --n-gpu-layers 99: WHICH = smollm2 (default), 8b, or all
 #                  (all may not fit in one 10-minute call)
 #   make8b         write the random-weight Llama-3-8B-shaped Q4_K_M (speed only)
+#   profile [M]    engine step breakdown, 64 x 128 tokens, on GPU 0 (scripts/bench/engine_profile.py)
+#   multigpu       split_mode tests + throughput over all GPUs (scripts/bench/multi_gpu.py)
+#   soak [N]       scripts/soak.py with all layers on GPU 0: RSS and GPU memory growth
+#   wheel          build the CUDA wheel and run it from a clean install (needs the nv parts)
 #
 # State that later stages use lives in /tmp (while the machine stays warm) and in the
 # repository's ignored folders (vendor/, models/, build/): a fresh machine needs setup again.
@@ -55,32 +60,48 @@ stage_setup() {
   $PY -c "import llama_ffi; print(llama_ffi.system_info()); print(llama_ffi.devices())"
 }
 
-stage_model() {
-  mkdir -p models/.parts
-  for d in .gpu/model*/; do
+stage_parts() {
+  # Every carried .gpu/<name>N/ holds one part of a big file and a MANIFEST naming the file,
+  # its destination folder and the sha256 of the whole and of each part. Parts wait in
+  # DEST/.parts-NAME/ until all are in; then the file is put together and checked.
+  local found=0 d name dest parts
+  for d in .gpu/*/; do
     [ -f "$d/MANIFEST" ] || continue
-    cp "$d/MANIFEST" models/.parts/MANIFEST
-    cp "$d"/part.* models/.parts/ && log "took $(ls "$d" | grep part | tr '\n' ' ')from $d"
+    found=1
+    name=$(awk '$1=="name"{print $2}' "$d/MANIFEST")
+    dest=$(awk '$1=="dest"{print $2}' "$d/MANIFEST")
+    dest=${dest:-models}
+    mkdir -p "$dest/.parts-$name"
+    cp "$d/MANIFEST" "$dest/.parts-$name/MANIFEST"
+    cp "$d"/part.* "$dest/.parts-$name/" && log "took $(ls "$d" | grep part | tr '\n' ' ')from $d"
   done
-  [ -f models/.parts/MANIFEST ] || { log "no .gpu/modelN carried"; return 1; }
-  name=$(awk '$1=="name"{print $2}' models/.parts/MANIFEST)
-  want=$(awk '$1=="sha256"{print $2}' models/.parts/MANIFEST)
-  n=$(awk '$1=="parts"{print $2}' models/.parts/MANIFEST)
-  have=0
+  [ $found = 1 ] || { log "no .gpu/<name>N with a MANIFEST carried"; return 1; }
+  for parts in models/.parts-* /tmp/nvidia-wheels/.parts-*; do
+    [ -f "$parts/MANIFEST" ] || continue
+    assemble "$parts" || return 1
+  done
+}
+
+assemble() {  # assemble DEST/.parts-NAME
+  local parts=$1 dest name want n got have=0
+  dest=$(dirname "$parts")
+  name=$(awk '$1=="name"{print $2}' "$parts/MANIFEST")
+  want=$(awk '$1=="sha256"{print $2}' "$parts/MANIFEST")
+  n=$(awk '$1=="parts"{print $2}' "$parts/MANIFEST")
   while read -r _ part sum; do
-    if [ -f "models/.parts/$part" ]; then
-      [ "$(sha256sum "models/.parts/$part" | cut -d' ' -f1)" = "$sum" ] || { log "$part corrupt"; rm "models/.parts/$part"; continue; }
+    if [ -f "$parts/$part" ]; then
+      [ "$(sha256sum "$parts/$part" | cut -d' ' -f1)" = "$sum" ] || { log "$part corrupt"; rm "$parts/$part"; continue; }
       have=$((have + 1))
     fi
-  done < <(grep '^part ' models/.parts/MANIFEST)
+  done < <(grep '^part ' "$parts/MANIFEST")
   log "$name: $have of $n parts here"
   [ "$have" = "$n" ] || return 0
-  cat $(grep '^part ' models/.parts/MANIFEST | awk '{print "models/.parts/"$2}') > "models/$name.tmp"
-  got=$(sha256sum "models/$name.tmp" | cut -d' ' -f1)
+  cat $(grep '^part ' "$parts/MANIFEST" | awk -v d="$parts" '{print d"/"$2}') > "$dest/$name.tmp"
+  got=$(sha256sum "$dest/$name.tmp" | cut -d' ' -f1)
   if [ "$got" = "$want" ]; then
-    mv "models/$name.tmp" "models/$name" && rm -rf models/.parts && log "models/$name ok (sha256 $got)"
+    mv "$dest/$name.tmp" "$dest/$name" && rm -rf "$parts" && log "$dest/$name ok (sha256 $got)"
   else
-    rm "models/$name.tmp"; log "sha256 mismatch for $name: $got != $want"; return 1
+    rm "$dest/$name.tmp"; log "sha256 mismatch for $name: $got != $want"; return 1
   fi
 }
 
@@ -143,13 +164,75 @@ stage_make8b() {
   ls -la models
 }
 
+stage_profile() {  # where an engine step's time goes (scripts/bench/engine_profile.py)
+  ensure_site || return 1
+  local model=${1:-$SMOL}
+  export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+  $PY -m scripts.bench.engine_profile "$model" 64 128
+  SWITCH_INTERVAL=0.0005 VARIANTS="device-split asyncio" $PY -m scripts.bench.engine_profile "$model" 64 128 \
+    | tail -n 1 | sed 's/asyncio/asyncio, GIL switch 0.5 ms/'
+}
+
+stage_multigpu() {  # split_mode tests and throughput on every GPU of the machine
+  ensure_site || return 1
+  nvidia-smi --query-gpu=index,name,memory.total --format=csv
+  $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "split or both_gpus" 2>&1 | tail -n 15
+  local r=${PIPESTATUS[0]} model
+  for model in "$SMOL" "$BIG"; do
+    [ -f "$model" ] && $PY -m scripts.bench.multi_gpu "$model" 128
+  done
+  return $r
+}
+
+stage_soak() {  # RSS and GPU memory over N generations each through Llama and Engine
+  ensure_site || return 1
+  CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} $PY scripts/soak.py -n "${1:-1000}" --n-gpu-layers -1 --threads 4
+}
+
+stage_wheel() {
+  # Build the CUDA wheel here (hatchling from .gpu/whl, offline), install it with NVIDIA's
+  # runtime and cuBLAS wheels into an empty folder, and run the demo from /tmp with no
+  # compiler on PATH and no CUDA toolkit on the library path; the loaded libcudart and
+  # libcublas must come from the nvidia wheels.
+  ensure_site || return 1
+  local nv=/tmp/nvidia-wheels site=/tmp/cuda-wheel-site nocc=/tmp/no-compiler-bin tool
+  ls "$nv"/nvidia_cublas-*.whl >/dev/null 2>&1 || { log "nvidia-cublas not assembled yet: carry .gpu/nvN"; return 1; }
+  rm -rf dist "$site" "$nocc" && mkdir -p "$nocc"
+  PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/.gpu/whl $PY scripts/build_wheel.py --cuda --lib-dir vendor/lib || return 1
+  ls -la dist
+  $PY -m pip install -q --no-index --find-links .gpu/whl --find-links "$nv" --target "$site" --no-deps \
+    dist/llama_ffi-*.whl cffi pycparser nvidia-cuda-runtime nvidia-cublas || return 1
+  du -sh "$site"/llama_ffi "$site"/nvidia
+  for tool in python3 env sh ls cat nvidia-smi; do ln -s "$(command -v $tool)" "$nocc/$tool" 2>/dev/null; done
+  (cd /tmp && env -i HOME=/tmp PATH="$nocc" PYTHONPATH="$site" "$(command -v python3)" - "$OLDPWD/$SMOL" <<'EOF'
+import shutil, sys
+for cc in ("cc", "gcc", "g++", "c++", "clang", "nvcc"):
+    assert shutil.which(cc) is None, f"{cc} is on PATH"
+import llama_ffi
+from llama_ffi import Llama
+llm = Llama(sys.argv[1], n_gpu_layers=-1, verbose=False)
+out = llm.create_completion("The capital of France is", max_tokens=12, temperature=0)
+maps = open("/proc/self/maps").read()
+libs = sorted({line.split()[-1] for line in maps.splitlines()
+               if any(k in line for k in ("libcudart", "libcublas", "libllama", "libggml-cuda"))})
+print("package:", llama_ffi.__file__)
+print("loaded:", *libs, sep="\n  ")
+print("text:", repr(out["choices"][0]["text"]))
+assert all("cuda-wheel-site" in p for p in libs), "a CUDA library came from outside the installed wheels"
+assert any("libcublas" in p for p in libs) and any("libggml-cuda" in p for p in libs)
+print("CUDA wheel OK")
+EOF
+  )
+}
+
 stage=${1:-}
 shift || true
 case "$stage" in
-  setup|model|test|bench|make8b)
+  model) stage=parts ;&
+  setup|parts|test|bench|make8b|profile|multigpu|soak|wheel)
     { "stage_$stage" "$@"; echo $? > "$OUT/.rc"; } 2>&1 | tee "$OUT/$stage.log"
     rc=$(cat "$OUT/.rc"); rm -f "$OUT/.rc"
     log "stage $stage finished with status $rc" | tee -a "$OUT/$stage.log"
     exit "$rc" ;;
-  *) echo "usage: $0 setup|model|test|bench [smollm2|8b|all]|make8b" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|parts|test|bench [smollm2|8b|all]|make8b|profile [MODEL]|multigpu|soak [N]|wheel" >&2; exit 2 ;;
 esac
