@@ -91,25 +91,26 @@ def test_cache_pressure_preempts_and_resumes_without_corruption(model):
         assert all(r.finish_reason in ("length", "stop") for r in results)
 
 
-def test_a_stream_per_sequence_batches_and_shares_prefixes_the_same(model, engine):
-    # kv_unified=False: each sequence has its own cells; a shared prefix is copied stream-wise.
+def test_a_stream_per_sequence_batches_and_shares_prefixes_the_same(model):
+    # kv_unified=False: each sequence has its own cells. Sent one at a time, each prompt
+    # reuses the previous one's slot in place; sent together, the three later prompts wait
+    # for the first to compute the shared part and get it as a copy of its stream.
     system = "System: answer briefly and politely, in English. " * 6
     prompts = [system + f"User {i}: hello" for i in range(4)]
-    expected = {p: alone(engine, p, 8) for p in prompts}
-    with Engine(model, n_ctx=2048, n_seq_max=4, n_batch=512, n_threads=2, kv_unified=False) as split:
-        assert split.context.n_streams == 4 and split.context.n_ctx_seq == 512
-        first = split.complete_sync(prompts[0], sampling=GREEDY, max_tokens=8)
+    config = dict(n_ctx=2048, n_seq_max=4, n_batch=512, n_threads=2, kv_unified=False)
+    with Engine(model, **config) as one_by_one:
+        assert one_by_one.context.n_streams == 4 and one_by_one.context.n_ctx_seq == 512
+        expected = {p: alone(one_by_one, p, 8) for p in prompts}
+    with Engine(model, **config) as together:
+        async def burst():
+            return await asyncio.gather(*[together.complete(p, sampling=GREEDY, max_tokens=8) for p in prompts])
 
-        async def rest():
-            return await asyncio.gather(*[split.complete(p, sampling=GREEDY, max_tokens=8) for p in prompts[1:]])
-
-        results = [first, *asyncio.run(rest())]
-        stats = split.stats()
-    # Copied cells that were wrong would show in the first tokens; later ones may part on a
-    # near-tie because the prompts were computed in batches of other shapes (CPU kernels
-    # differ between batch sizes).
-    assert all(r.tokens[:4] == expected[p][:4] for p, r in zip(prompts, results))
+        results = asyncio.run(burst())
+        stats = together.stats()
     assert stats["cached_prompt_tokens"] >= 3 * (len(model.vocab.tokenize(system)) - 2)
+    # Wrong copied cells would show at once; later tokens may part on a near-tie because the
+    # prompts' tails were computed in batches of other shapes.
+    assert all(r.tokens[:4] == expected[p][:4] for p, r in zip(prompts, results))
 
 
 def test_a_preempted_grammar_request_resumes_where_it_was(model):

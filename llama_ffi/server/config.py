@@ -48,6 +48,7 @@ class ModelSettings:
     n_threads: int | None = None
     n_batch: int = 2048
     n_ubatch: int = 512
+    kv_unified: bool = True  # False: a stream of n_ctx / n_parallel cells per sequence
     flash_attn: Any = "auto"
     chat_format: str | None = None
     pooling_type: str | None = None  # for /v1/embeddings and /v1/rerank ("rank" for rerankers)
@@ -87,6 +88,7 @@ class ModelSettings:
 
         return EngineConfig(n_ctx=self.n_ctx, n_seq_max=self.n_parallel, n_batch=self.n_batch,
                             n_ubatch=self.n_ubatch, n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn,
+                            kv_unified=bool(self.kv_unified),
                             n_threads=self.n_threads, max_queued_requests=self.max_queued_requests,
                             max_tokens_default=self.max_tokens_default)
 
@@ -131,6 +133,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--config-file", "--config_file", dest="config_file", help="llama-cpp-python style JSON config")
     p.add_argument("-c", "--n-ctx", type=int, default=None, help="KV cells shared by all sequences (default 8192)")
     p.add_argument("-np", "--parallel", type=int, default=None, help="concurrent sequences (default 16)")
+    p.add_argument("--kv-unified", action=argparse.BooleanOptionalAction, default=None,
+                   help="one pool of KV cells for all sequences (default), or with --no-kv-unified a "
+                        "stream of n_ctx/parallel cells each: faster for many short requests")
     p.add_argument("-ngl", "--n-gpu-layers", type=int, default=None, help="layers to offload (default: all on a GPU)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--chat-format", default=None, help="a named chat format instead of the GGUF template")
@@ -151,7 +156,8 @@ def parse_args(argv: list[str] | None, prog: str = "llama-ffi serve") -> ServerS
     models = [ModelSettings.from_dict(m, f"models[{i}]") for i, m in enumerate(raw.get("models") or [])]
     cli_model = {k: v for k, v in {"n_ctx": args.n_ctx, "n_parallel": args.parallel, "n_gpu_layers": args.n_gpu_layers,
                                     "n_threads": args.threads, "chat_format": args.chat_format,
-                                    "max_queued_requests": args.max_queued_requests}.items() if v is not None}
+                                    "max_queued_requests": args.max_queued_requests,
+                                    "kv_unified": args.kv_unified}.items() if v is not None}
     if args.model:
         models.insert(0, ModelSettings.from_dict({"model": args.model, "model_alias": args.model_alias, **cli_model},
                                                  "--model"))

@@ -65,6 +65,9 @@ def w_server(s: dict) -> list[Result]:
     n, n_gen, reps = 64, s["n_gen_concurrent"], s["reps_concurrent"]
     return [row("server/ours", "server", f"llama_ffi server, {n} concurrent /v1/completions x {n_gen} tokens",
                 lambda: serving.measure_server("ours", s, n, n_gen, reps), baseline="server/llama-server"),
+            row("server/ours-streams", "server", f"llama_ffi server --no-kv-unified, {n} concurrent /v1/completions "
+                f"x {n_gen} tokens", lambda: serving.measure_server("ours-streams", s, n, n_gen, reps),
+                baseline="server/llama-server"),
             row("server/llama-server", "server", f"llama-server -np {n} -kvu, {n} concurrent x {n_gen} tokens",
                 lambda: serving.measure_server("lcpp", s, n, n_gen, reps))]
 

@@ -105,9 +105,10 @@ def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180) -> N
 
 
 def server_command(kind: str, s: dict, port: int, n_ctx: int, n: int) -> list[str]:
-    if kind == "ours":
+    if kind in ("ours", "ours-streams"):
         return [sys.executable, "-m", "llama_ffi.server", "-m", s["model"], "-a", "m", "--port", str(port),
-                "-c", str(n_ctx), "-np", str(n), "-t", str(s["threads"]), "-ngl", str(s["n_gpu_layers"])]
+                "-c", str(n_ctx), "-np", str(n), "-t", str(s["threads"]), "-ngl", str(s["n_gpu_layers"]),
+                *(["--no-kv-unified"] if kind == "ours-streams" else [])]
     binary = VENDOR_BIN / "llama-server"
     if not binary.exists():
         from .native import ToolMissing
