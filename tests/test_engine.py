@@ -91,6 +91,23 @@ def test_cache_pressure_preempts_and_resumes_without_corruption(model):
         assert all(r.finish_reason in ("length", "stop") for r in results)
 
 
+def test_a_burst_behind_one_long_prefix_is_admitted_together(model):
+    # Six requests share a ~280-token system prompt in a 1,024-cell cache. Counting the
+    # shared cells once (and only max_tokens of growth), all six run together: one step for
+    # the prefix, one for the six tails, then the decode steps. Counting the prefix per
+    # request admitted two at a time (13 steps here).
+    system = "System: you are a helpful assistant who answers in one short sentence. " * 20
+    with Engine(model, n_ctx=1024, n_seq_max=8, n_batch=512, n_threads=2) as small:
+        async def burst():
+            return await asyncio.gather(*[small.complete(system + f"User {i}: hi", sampling=GREEDY, max_tokens=4)
+                                          for i in range(6)])
+
+        results = asyncio.run(burst())
+        stats = small.stats()
+    assert [r.finish_reason for r in results] == ["length"] * 6
+    assert stats["preemptions"] == 0 and stats["steps"] <= 7, stats
+
+
 def test_a_stream_per_sequence_batches_and_shares_prefixes_the_same(model):
     # kv_unified=False: each sequence has its own cells. Sent one at a time, each prompt
     # reuses the previous one's slot in place; sent together, the three later prompts wait

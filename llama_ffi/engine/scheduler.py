@@ -24,7 +24,7 @@ from ..text import TextStream
 from .request import Event, Request, State
 from .slots import Slot, SlotTable
 
-EXPECTED_NEW_TOKENS = 128  # cells reserved per request beyond its prompt at admission
+EXPECTED_NEW_TOKENS = 128  # cells kept free for each request to grow into (at most max_tokens)
 
 
 @dataclass(eq=False)
@@ -37,6 +37,7 @@ class Running:
     device_chain: object = None  # the part of the sampling that runs in the graph, if split
     last_token: int = -1
     n_prompt_target: int = 0  # slot tokens that must be decoded before sampling starts
+    shared: int = 0  # leading cells shared with another slot (copied at admission, not owned)
 
 
 @dataclass
@@ -72,8 +73,15 @@ class Scheduler:
         self.counters = Counters()
 
     # --- admission ---------------------------------------------------------------------
+    @staticmethod
+    def _growth(request: Request) -> int:
+        return min(EXPECTED_NEW_TOKENS, request.max_tokens - request.n_generated)
+
     def _reserved(self) -> int:
-        return sum(len(r.slot.tokens) + EXPECTED_NEW_TOKENS for r in self.running)
+        """Cells the running requests hold or are expected to grow into. Cells shared with
+        another slot's prefix are counted once, by their owner: 64 requests behind one long
+        system prompt need its cells once, so they are admitted together."""
+        return sum(len(r.slot.tokens) - r.shared + self._growth(r.request) for r in self.running)
 
     def _admit(self) -> None:
         deferred = []
@@ -97,14 +105,14 @@ class Scheduler:
         slot = self.slots.pick_for(match)
         if slot is None:
             return False
+        reuse = min(match.length, len(prompt) - 1) if match is not None else 0  # >= 1 token yields logits
+        shared = reuse if match is not None and match.slot is not slot else 0
         # One shared pool of cells: keep room for the running requests to grow. (With a
         # stream per sequence each request has its own cells; nothing to reserve.)
         if self.ctx.n_streams == 1 and self.running and \
-                self._reserved() + len(prompt) + EXPECTED_NEW_TOKENS > self.ctx.n_ctx:
+                self._reserved() + len(prompt) - shared + self._growth(request) > self.ctx.n_ctx:
             return False
-        reuse = 0
         if match is not None:
-            reuse = min(match.length, len(prompt) - 1)  # at least one token yields logits
             if match.slot is slot:
                 self.ctx.memory_seq_rm(slot.seq_id, reuse, -1)
             else:
@@ -112,7 +120,7 @@ class Scheduler:
                 self._copy_prefix(match.slot, slot, reuse)
         else:
             self._evict(slot)
-        self._start(request, slot, reuse)
+        self._start(request, slot, reuse, shared)
         return True
 
     def _copy_prefix(self, source: Slot, target: Slot, n: int) -> None:
@@ -128,7 +136,7 @@ class Scheduler:
         slot.set_tokens(np.zeros(0, dtype=np.int32))
         slot.n_past = 0
 
-    def _start(self, request: Request, slot: Slot, reuse: int) -> None:
+    def _start(self, request: Request, slot: Slot, reuse: int, shared: int = 0) -> None:
         slot.set_tokens(request.prompt)
         slot.n_past = reuse
         slot.request = request
@@ -146,6 +154,7 @@ class Scheduler:
         running = Running(request, slot, chain, stop=StopMatcher(request.stop) if request.stop else None,
                           device_chain=device_chain)
         running.n_prompt_target = len(request.prompt)
+        running.shared = shared
         self.running.append(running)
 
     def _chains(self, request: Request):
