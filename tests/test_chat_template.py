@@ -443,3 +443,151 @@ def test_reconcile_bos_with_a_real_template() -> None:
     text = render_chat(source, USER, bos_token="<|begin_of_text|>")
     stripped, add_bos = reconcile_bos(text, bos_token="<|begin_of_text|>", add_bos=True)
     assert text.startswith("<|begin_of_text|>") and not stripped.startswith("<|begin_of_text|>") and add_bos
+
+
+# ------------------------------------------- the chat pipeline's polyfill (chat.polyfill)
+# The history an OpenAI client sends back in a tool loop: the call as the API returned it
+# (content None, arguments as JSON text), then the tool's answer.
+OPENAI_LOOP = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 18}'},
+]
+# SmolLM2-135M-Instruct's own template: ChatML that concatenates message['content'].
+SMOLLM2 = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _vendor(stem: str) -> str:
+    if not TEMPLATES:
+        pytest.skip("vendor/llama.cpp not present")
+    return (TEMPLATE_DIR / f"{stem}.jinja").read_text(encoding="utf-8")
+
+
+def _polyfilled(source: str, messages: list = OPENAI_LOOP) -> list:
+    """What the pipeline hands the template (pipeline._render does exactly this)."""
+    from llama_ffi.chat.families import detect_family
+    from llama_ffi.chat.polyfill import polyfill_messages, template_caps
+
+    return polyfill_messages(messages, template_caps(source), detect_family({}, source).tool_format)
+
+
+@pytest.mark.parametrize(
+    "stem",
+    ["NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use", "Qwen-Qwen2.5-7B-Instruct", "meta-llama-Llama-3.1-8B-Instruct"],
+)
+def test_polyfill_leaves_templates_that_render_tool_calls_alone(stem: str) -> None:
+    from llama_ffi.chat.polyfill import template_caps
+
+    source = _vendor(stem)
+    caps = template_caps(source)
+    assert caps.tool_calls and caps.null_content and not caps.object_arguments
+    assert _polyfilled(source) == OPENAI_LOOP
+    plain = render_chat(source, OPENAI_LOOP, tools=TOOLS)
+    assert render_chat(source, _polyfilled(source), tools=TOOLS) == plain
+    assert "Paris" in plain.split("Weather in Paris?")[1]  # the template itself wrote the call
+
+
+def test_polyfill_writes_the_call_and_result_for_a_template_without_tools() -> None:
+    from llama_ffi.chat.polyfill import template_caps
+
+    with pytest.raises(TemplateError):  # what every OpenAI client hit on its second turn
+        render_chat(SMOLLM2, OPENAI_LOOP)
+    caps = template_caps(SMOLLM2)
+    assert not caps.tool_calls and caps.tool_role and caps.system_role and not caps.typed_content
+    text = render_chat(SMOLLM2, _polyfilled(SMOLLM2))
+    assert '<|im_start|>assistant\n{"name": "get_weather", "arguments": {"city": "Paris"}}<|im_end|>' in text
+    assert '<|im_start|>tool\n{"temp": 18}<|im_end|>' in text  # ChatML renders any role: kept
+    assert OPENAI_LOOP[2]["content"] is None and "tool_calls" in OPENAI_LOOP[2]  # the caller's list untouched
+
+
+def test_polyfilled_calls_read_back_as_the_same_calls() -> None:
+    """Past calls are written in the syntax the family's parser reads: generic JSON for
+    SmolLM2, ``<|tool_call|>[...]`` for Granite 3.3 (whose template ignores tool_calls)."""
+    from llama_ffi.chat.families import detect_family
+    from llama_ffi.chat.tools import parse_tool_calls
+
+    calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(args)}}
+        for i, args in enumerate([{"city": "Paris"}, {"city": "Rome", "unit": "celsius"}])
+    ]
+    for source in (SMOLLM2, _vendor("ibm-granite-granite-3.3-2B-Instruct")):
+        for sent in (calls[:1], calls):
+            (written,) = _polyfilled(source, [{"role": "assistant", "content": None, "tool_calls": sent}])
+            assert "tool_calls" not in written
+            parsed = parse_tool_calls(written["content"], detect_family({}, source), TOOLS).tool_calls
+            assert [c["function"] for c in parsed] == [c["function"] for c in sent]
+
+
+def test_polyfill_makes_user_turns_where_the_template_has_no_tool_role() -> None:
+    """Gemma 2 raises on a system message and on any role but user/assistant."""
+    source = _vendor("google-gemma-2-2b-it")
+    second = {"role": "tool", "tool_call_id": "call_2", "name": "get_sky", "content": "sunny"}  # name given
+    messages = _polyfilled(source, [*OPENAI_LOOP, second])
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == "Be brief.\n\nWeather in Paris?"
+    responses = [json.loads(line)["tool_response"] for line in messages[2]["content"].splitlines()]
+    assert responses == [
+        {"name": "get_weather", "tool_call_id": "call_1", "content": {"temp": 18}},  # name from the call
+        {"name": "get_sky", "tool_call_id": "call_2", "content": "sunny"},
+    ]
+    assert render_chat(source, messages).endswith("<end_of_turn>\n<start_of_turn>model\n")
+
+
+@pytest.mark.parametrize(
+    ("stem", "fix"),
+    [("Qwen-Qwen3-0.6B", "null_content"), ("GLM-4.6", "object_arguments")],
+)
+def test_polyfill_gives_a_tool_template_only_the_shape_it_needs(stem: str, fix: str) -> None:
+    """Qwen 3 tests ``'</think>' in content`` (None fails); GLM iterates the arguments
+    object. Only that changes; the tool message stays a tool message."""
+    from llama_ffi.chat.polyfill import template_caps
+
+    source = _vendor(stem)
+    with pytest.raises(TemplateError):
+        render_chat(source, OPENAI_LOOP, tools=TOOLS)
+    caps = template_caps(source)
+    assert caps.tool_calls and (not caps.null_content if fix == "null_content" else caps.object_arguments)
+    messages = _polyfilled(source)
+    call = messages[2]
+    assert call["content"] == ("" if fix == "null_content" else None)
+    assert call["tool_calls"][0]["function"]["arguments"] == ('{"city":"Paris"}' if fix == "null_content" else
+                                                              {"city": "Paris"})
+    assert messages[3] == OPENAI_LOOP[3]
+    assert "Paris" in render_chat(source, messages, tools=TOOLS).split("Weather in Paris?")[1]
+
+
+def test_polyfill_joins_content_parts_for_string_only_templates() -> None:
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}]
+    with pytest.raises(TemplateError):
+        render_chat(SMOLLM2, parts)
+    assert "<|im_start|>user\nHi\nthere<|im_end|>" in render_chat(SMOLLM2, _polyfilled(SMOLLM2, parts))
+    gemma4 = _vendor("google-gemma-4-31B-it")  # renders parts itself: left as they are
+    assert _polyfilled(gemma4, parts) == parts
+
+
+@pytest.mark.skipif(not TEMPLATES, reason="vendor/llama.cpp not present")
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
+def test_every_template_renders_the_openai_tool_loop(path: Path) -> None:
+    source = path.read_text(encoding="utf-8")
+    variables = EXTRA_VARIABLES.get(path.stem, {})
+    # Mistral templates want 9-character ids, as the mistral family issues them.
+    loop = json.loads(json.dumps(OPENAI_LOOP).replace("call_1", "abc123XYZ"))
+    messages = _polyfilled(source, loop)
+    try:
+        text = render_chat(source, messages, tools=TOOLS, **SPECIAL, **variables)
+    except TemplateError:  # llama-cpp-deepseek-r1 cannot dump its tools (a generator): turn 2 with tool_choice none
+        text = render_chat(source, messages, **SPECIAL, **variables)
+    after = text.split("Weather in Paris?", 1)[1]
+    assert "Paris" in after and "18" in after  # the call's arguments and the tool's result

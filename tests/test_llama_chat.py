@@ -282,3 +282,72 @@ def test_families_without_a_native_grammar_keep_the_json_fallback(llm, monkeypat
     (call,) = out["choices"][0]["message"]["tool_calls"]
     jsonschema.validate(json.loads(call["function"]["arguments"]), PARAMS[call["function"]["name"]])
     assert out["choices"][0]["finish_reason"] == "tool_calls"
+
+
+# --- the OpenAI tool loop: the history comes back with content None and tool_calls ---------
+# SmolLM2's template concatenates message['content'] and knows nothing of tools: the pipeline
+# polyfills the history (llama_ffi.chat.polyfill) instead of failing on the second turn.
+def _tool_loop_history(calls, result='{"temp": 18}'):
+    return [{"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            *({"role": "tool", "tool_call_id": call["id"], "content": result} for call in calls)]
+
+
+def test_openai_tool_loop_second_turn(llm):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather of a city",
+                                               "parameters": WEATHER_PARAMS}}]
+    first = llm.create_chat_completion([{"role": "user", "content": "What is the weather in Paris?"}], tools=tools,
+                                       tool_choice="required", max_tokens=60, **GREEDY)
+    assert first["choices"][0]["finish_reason"] == "tool_calls"
+    calls = first["choices"][0]["message"]["tool_calls"]
+    history = _tool_loop_history(calls)
+    history_before = json.dumps(history)
+    second = llm.create_chat_completion(history, tools=tools, tool_choice="none", max_tokens=16, **GREEDY)
+    result = second["choices"][0]
+    assert result["message"]["role"] == "assistant" and "tool_calls" not in result["message"]
+    assert isinstance(result["message"]["content"], str) and result["finish_reason"] in ("stop", "length")
+    auto = llm.create_chat_completion(history, tools=tools, tool_choice="auto", max_tokens=16, **GREEDY)
+    message = auto["choices"][0]["message"]
+    assert isinstance(message["content"], str) or message.get("tool_calls")
+    assert json.dumps(history) == history_before  # the caller's messages are not rewritten
+
+
+def test_tool_loop_prompt_carries_the_call_and_its_result(llm):
+    from llama_ffi.chat.pipeline import build_chat
+    from llama_ffi.chat.tools import parse_tool_calls
+
+    calls = [{"id": "call_1", "type": "function",
+              "function": {"name": "get_weather", "arguments": '{"city":"Paris","unit":"celsius"}'}}]
+    request = build_chat(llm.model, None, _tool_loop_history(calls), {"tools": STRICT_TOOLS})
+    written = '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}'
+    assert f"<|im_start|>assistant\n{written}<|im_end|>" in request.prompt
+    assert '<|im_start|>tool\n{"temp": 18}<|im_end|>' in request.prompt
+    assert request.prompt.endswith("<|im_start|>assistant\n")
+    # written the way the model is asked to answer, so it reads back as the same call
+    (call,) = parse_tool_calls(written, request.family, STRICT_TOOLS).tool_calls
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}
+    named = build_chat(llm.model, "chatml", _tool_loop_history(calls), {"tools": STRICT_TOOLS}).prompt
+    assert written in named and '<|im_start|>tool\n{"temp": 18}' in named  # named formats too
+
+
+def test_tool_loop_on_a_template_without_system_or_tool_roles(llm, monkeypatch):
+    """The same model under Gemma 2's template, which raises on a system message and on
+    any role but user/assistant: the tools' note and the system text fold into the first
+    user turn, the tool result becomes a user turn."""
+    from pathlib import Path
+
+    from llama_ffi.chat.pipeline import build_chat
+
+    path = Path(__file__).resolve().parents[1] / "vendor/llama.cpp/models/templates/google-gemma-2-2b-it.jinja"
+    if not path.exists():
+        pytest.skip("vendor/llama.cpp not present")
+    monkeypatch.setattr(llm.model, "chat_template", lambda name=None: path.read_text(encoding="utf-8"))
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]
+    history = [{"role": "system", "content": "Be brief."}, *_tool_loop_history(calls)]
+    request = build_chat(llm.model, None, history, {"tools": STRICT_TOOLS})
+    assert request.family.name == "gemma" and "system" not in request.prompt
+    _, first_user, tool_turn = request.prompt.split("<start_of_turn>user\n")
+    assert first_user.startswith("Be brief.\n\nYou can call these functions.") and "get_time" in first_user
+    assert '<start_of_turn>model\n{"name": "get_weather", "arguments": {"city": "Oslo"}}<end_of_turn>' in request.prompt
+    assert json.loads(tool_turn.split("<end_of_turn>")[0]) == {
+        "tool_response": {"name": "get_weather", "tool_call_id": "call_1", "content": {"temp": 18}}}

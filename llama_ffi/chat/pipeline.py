@@ -19,7 +19,11 @@ fall back to a JSON grammar over the whole answer for forced calls, and to parsi
 for ``"auto"``.
 
 The prompt comes from, in order: a named ``chat_format``, the GGUF's own Jinja template,
-or llama-cpp-python's fallback format (``llama-2``).
+or llama-cpp-python's fallback format (``llama-2``). Before rendering, the conversation is
+fitted to what that template or format can take (``chat.polyfill``): an OpenAI tool loop's
+history (``content: None``, ``tool_calls``, ``tool`` messages) reaches a template that
+knows nothing of tools as text in the syntax the model answers in, and a template that
+does know them gets it unchanged unless it needs ``""`` for ``None`` or object arguments.
 """
 
 from __future__ import annotations
@@ -153,6 +157,7 @@ def _check_messages(messages) -> None:
 
 def _render(model, chat_format, messages, template, family, tools, chat) -> tuple[str, bool, tuple[str, ...]]:
     from . import get_chat_format, reconcile_bos, render_chat
+    from .polyfill import format_caps, polyfill_messages, template_caps
     from .toolcall_formats import GenericJsonFormat
 
     vocab = model.vocab
@@ -162,10 +167,13 @@ def _render(model, chat_format, messages, template, family, tools, chat) -> tupl
             name = "chatml"
         if tools:
             messages = _describe_tools(messages, tools)
+        messages = polyfill_messages(messages, format_caps(name), family.tool_format)
         prompt = get_chat_format(name).apply(messages)
         return prompt.prompt, vocab.add_bos, tuple(prompt.stop)
     if tools and "tools" not in template and isinstance(family.tool_format, GenericJsonFormat):
         messages = _describe_tools(messages, tools)  # the template would drop them
+    # after the tools' system note, so a template without a system role gets it folded too
+    messages = polyfill_messages(messages, template_caps(template), family.tool_format)
     bos = vocab.token_text(vocab.bos) if vocab.bos is not None else ""
     eos = vocab.token_text(vocab.eos) if vocab.eos is not None else ""
     variables = dict(family.template_kwargs(chat.get("enable_thinking")))
