@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from llama_ffi.errors import GrammarError, ValidationError
 from llama_ffi.grammar import LlamaGrammar, parse_gbnf
+from llama_ffi.grammar._gbnf_analysis import MAX_BRANCHING, MAX_REPEATED_BRANCHING, MAX_STACKS, fan_out
 from llama_ffi.grammar.gbnf import MAX_TEXT_CHARS, AnyChar, Chars, Ref, Token
 
 VENDOR_GRAMMARS = sorted((Path(__file__).resolve().parents[1] / "vendor" / "llama.cpp" / "grammars").glob("*.gbnf"))
@@ -258,6 +260,68 @@ def test_too_large_grammars() -> None:
     # Small text, huge expansion: each {2000} copies a 1000-character literal.
     err = error_of('root ::= x{2000}\nx ::= ("' + "a" * 1000 + '"{1000})')
     assert "too large" in str(err) and err.line == 2
+
+
+# -- slow grammars: repetitions that make llama.cpp's matcher fan out ------------------------
+SCHEMA_CORPUS = sorted((Path(__file__).resolve().parent / "data" / "schemas").glob("*.json"))
+
+
+def test_real_grammars_fan_out_far_below_the_limits() -> None:
+    """The limits leave a wide margin over llama.cpp's grammars and our JSON Schema output."""
+    from llama_ffi.grammar import schema_to_gbnf
+
+    texts = [path.read_text(encoding="utf-8") for path in VENDOR_GRAMMARS]
+    texts += [schema_to_gbnf(json.loads(path.read_text(encoding="utf-8"))) for path in SCHEMA_CORPUS]
+    assert len(texts) >= 20
+    worst = [fan_out(grammar(text).compiled) for text in texts]
+    assert max(f.repeated for f in worst) == 0  # no repeated item that can match nothing
+    assert max(f.branching for f in worst) <= MAX_BRANCHING // 64  # measured: 4 (vendor), 14 (schemas)
+    assert max(f.stacks for f in worst) <= MAX_STACKS // 256  # measured: 12, 35
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "line", "column"),
+    [
+        # an optional item repeated: one matcher stack per copy after every character
+        ('x ::= "a"?\nroot ::= x{2000}', "2,000 places after every character", 2, 11),
+        ('root ::= ("a"?){300}', "300 places", 1, 16),
+        ('x ::= [a-z]*\nroot ::= "(" x{300} ")"', "300 places", 2, 15),
+        ('x ::= "a"?\nroot ::= ' + " ".join(["x"] * 65), "65 places", 2, 10),  # copies written out
+        # nested repetitions of it multiply: 40 x 40 x 40
+        ('x ::= "a"?\ny ::= x{40}\nz ::= y{40}\nroot ::= z{40}', "64,000 places", 4, 11),
+        ('x ::= "a"?\ny ::= x{1000}\nz ::= y{1000}\nroot ::= z{1000}', "more than", 4, 11),
+        # what llama.cpp itself refuses (MAX_REPETITION_THRESHOLD), refused here first
+        ('root ::= "a"{1000000}', "exceeds 2000", 1, 13),
+        ('root ::= ("a"{0,1000}){0,1000}', "nested repetitions expand", 1, 23),
+    ],
+)
+def test_slow_grammars_are_refused_with_their_place(text: str, message: str, line: int, column: int) -> None:
+    start = time.perf_counter()
+    err = error_of(text)
+    assert message in str(err) and (err.line, err.column) == (line, column), str(err)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_other_wide_fan_outs_are_refused() -> None:
+    optional = "\n".join(f'o{i} ::= "a{i}"?' for i in range(MAX_BRANCHING + 1))
+    err = error_of("root ::= " + " ".join(f"o{i}" for i in range(MAX_BRANCHING + 1)) + "\n" + optional)
+    assert f"{MAX_BRANCHING + 1:,} places at once" in str(err) and (err.line, err.column) == (1, 10)
+    words = " | ".join(f'"w{i}"' for i in range(MAX_STACKS + 1))
+    err = error_of(f"root ::= {words}\n")
+    assert "alternatives at once" in str(err) and err.line == 1
+
+
+def test_fan_out_limits_are_exact_and_large_repetitions_stay_cheap() -> None:
+    at_limit = grammar(f'x ::= "a"?\nroot ::= x{{{MAX_REPEATED_BRANCHING}}}')
+    assert fan_out(at_limit.compiled).repeated == MAX_REPEATED_BRANCHING
+    assert "places after every character" in str(error_of(f'x ::= "a"?\nroot ::= x{{{MAX_REPEATED_BRANCHING + 1}}}'))
+    nested = grammar(f'x ::= "a"?\ny ::= x{{8}}\nroot ::= y{{{MAX_REPEATED_BRANCHING // 8}}}')
+    assert fan_out(nested.compiled).repeated == MAX_REPEATED_BRANCHING  # 8 x 8: nesting multiplies
+    # a million characters from 2,000 elements: llama.cpp copies references, not text
+    million = grammar('root ::= ("a"{1000}){1000}')
+    assert sum(len(alt) for rule in million.compiled.rules for alt in rule) == 2000
+    assert fan_out(million.compiled) == (0, 1, 1)
+    assert fan_out(grammar('root ::= "a"{0,2000}').compiled) == (0, 1, 1)  # a chain of optionals is fine
 
 
 def test_non_string_input() -> None:

@@ -10,6 +10,7 @@ import math
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,52 @@ def test_nested_repetitions_that_compile_generate_validly(llm, alive):
     grammar = LlamaGrammar.from_json_schema(json.dumps(schema))
     text = llm.create_completion("Say a:", grammar=grammar, max_tokens=4, temperature=0.0)["choices"][0]["text"]
     assert set(text) <= {'"', "a"}
+
+
+SLOW_GRAMMARS = [
+    'root ::= "a"{1000000}',  # llama.cpp would refuse it too (MAX_REPETITION_THRESHOLD)
+    'root ::= ("a"{0,1000}){0,1000}',  # idem: a million helper rules
+    'x ::= "a"?\nroot ::= x{2000}',  # compiles in C, then hours per token
+    'x ::= "a"?\ny ::= x{40}\nz ::= y{40}\nroot ::= z{40}',  # nested: 64,000 matcher stacks
+]
+
+
+@pytest.mark.parametrize("text", SLOW_GRAMMARS,
+                         ids=["a{1e6}", "(a{0,1000}){0,1000}", "(a?){2000}", "(((a?){40}){40}){40}"])
+def test_slow_grammars_are_refused_before_sampling(llm, alive, text):
+    started = time.perf_counter()
+    with pytest.raises(GrammarError) as info:
+        llm.create_completion("a", grammar=LlamaGrammar.from_string(text), max_tokens=4)
+    assert info.value.line is not None and time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("grammar", [
+    'root ::= ("a"{1000}){1000}',
+    {"type": "string", "pattern": "^a{1000000}$"},
+    {"type": "string", "maxLength": 1_000_000},
+    {"type": "array", "items": {"type": "integer"}, "maxItems": 100_000},
+], ids=["(a{1000}){1000}", "pattern a{1e6}", "maxLength 1e6", "maxItems 1e5"])
+def test_huge_repetitions_that_compile_are_small_and_sample_in_time(llm, alive, grammar):
+    """A million-character repetition is a few hundred characters of GBNF (blocks of 1,000)
+    and samples at the usual speed: nothing expands it up front."""
+    compiled = LlamaGrammar.from_string(grammar) if isinstance(grammar, str) else LlamaGrammar.from_json_schema(grammar)
+    assert len(compiled.text) < 2000
+    started = time.perf_counter()
+    text = llm.create_completion("Write:", grammar=compiled, max_tokens=24, temperature=0.0,
+                                 logit_bias={0: -100, 1: -100, 2: -100})["choices"][0]["text"]
+    assert time.perf_counter() - started < 30, "sampling under a large repetition is slow"
+    assert text and compiled.compiled is not None
+
+
+@pytest.mark.parametrize("schema, message", [
+    ({"type": "array", "maxItems": 10**7}, "too large"),
+    ({"type": "string", "minLength": 10**7}, "too large"),
+    ({"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(600)}}, "ambiguous"),
+])
+def test_schemas_beyond_the_limits_get_a_clear_error(llm, alive, schema, message):
+    with pytest.raises(GrammarError, match=message) as info:
+        LlamaGrammar.from_json_schema(schema)
+    assert "line" not in str(info.value)  # names the schema or the rule, not a line of generated text
 
 
 # --- saved states ---------------------------------------------------------------------------

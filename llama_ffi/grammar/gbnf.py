@@ -93,7 +93,8 @@ class CompiledGrammar:
     ``rules[i]`` is the tuple of alternatives of symbol ``i``; ``names[i]`` its name
     (helper rules are named ``base_N`` as in C; user names cannot hold ``_``);
     ``owners[i]`` the user rule whose text produced it; ``defined`` the user rule
-    names in the order they are defined.
+    names in the order they are defined; ``repetitions`` every ``*``, ``+``, ``?``
+    and ``{m,n}`` as ``(offset, repeated elements, copies)``.
     """
 
     text: str
@@ -104,6 +105,7 @@ class CompiledGrammar:
     root: str
     root_id: int
     definition_offsets: dict[str, int]
+    repetitions: tuple[tuple[int, tuple, int], ...] = ()
 
     def location(self, offset: int) -> tuple[int, int]:
         return location(self.text, offset)
@@ -149,6 +151,7 @@ class _Parser:
         self.definitions: dict[str, int] = {}
         self.defined_order: list[str] = []
         self.n_elements = 0
+        self.repetitions: list[tuple[int, tuple, int]] = []
 
     # -- errors and scanning -------------------------------------------------
 
@@ -348,6 +351,7 @@ class _Parser:
         if n_optional > 0:
             elements.append(Ref(last_id, offset))
         frame.n_prev_rules *= total
+        self.repetitions.append((offset, tuple(previous), total))
 
     # -- sequences -----------------------------------------------------------
 
@@ -515,6 +519,7 @@ def parse_gbnf(text: str, root: str = "root") -> CompiledGrammar:
         root=root,
         root_id=root_id,
         definition_offsets=dict(parser.definitions),
+        repetitions=tuple(parser.repetitions),
     )
     from ._gbnf_analysis import check_rules  # local: the analysis imports this module
 

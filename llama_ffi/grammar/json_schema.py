@@ -160,18 +160,26 @@ class _Converter:
         """``item`` low..high times, split into blocks where llama.cpp's 2000 limit needs it."""
         if high is None and low <= MAX_REPETITION or high is not None and high <= MAX_REPETITION:
             return _repetition(item, low, high)
+        # A rule of its own: its helper rules (up to 2 x 1000) would otherwise count against
+        # llama.cpp's limit for a repetition around it (an array's "( items )?"): maxItems
+        # 100000 failed with an error about the generated grammar's line 15.
+        return self.define(f"{hint}-repeat", self._split(item, low, high, hint))
+
+    def _split(self, item: str, low: int, high: int | None, hint: str) -> str:
         parts = []
         if low > MAX_REPETITION:
             blocks, low = divmod(low, _CHUNK)
             if blocks > MAX_REPETITION:
-                raise GrammarError(f"repetition of {blocks * _CHUNK} items is too large")
+                raise GrammarError(f"repetition of {blocks * _CHUNK} items is too large "
+                                   f"(at most {MAX_REPETITION * _CHUNK:,})")
             parts.append(_repetition(self.define(f"{hint}-block", f"{item}{{{_CHUNK}}}"), blocks, blocks))
             high = None if high is None else high - blocks * _CHUNK
         if high is None or high <= MAX_REPETITION:
             return seq(*parts, _repetition(item, low, high))
         blocks, remainder = divmod(high - low, _CHUNK)
         if blocks - 1 > MAX_REPETITION:
-            raise GrammarError(f"repetition of up to {high} items is too large")
+            raise GrammarError(f"repetition of up to {high} items is too large "
+                               f"(at most {MAX_REPETITION * _CHUNK:,})")
         block = self.define(f"{hint}-block", f"{item}{{{_CHUNK}}}")
         # Unambiguous split (so llama.cpp tracks few stacks): fewer than `blocks`
         # whole blocks plus a short tail, or exactly `blocks` plus up to `remainder`.
@@ -433,7 +441,15 @@ def schema_to_gbnf(
         # Last line of defence for malformed schemas the checks above did not foresee.
         raise GrammarError(f"malformed schema: {type(exc).__name__}: {exc}") from None
     text = converter.text()
-    parse_gbnf(text)  # the promise: what we emit, llama.cpp can take (and so can we)
+    try:
+        parse_gbnf(text)  # the promise: what we emit, llama.cpp can take (and so can we)
+    except GrammarError as exc:
+        # Name the generated rule (its name follows the schema path) rather than a line of
+        # a grammar the caller never saw.
+        rule = text.splitlines()[exc.line - 1].split(" ::= ", 1)[0] if exc.line else "root"
+        message = str(exc).rsplit(" (line ", 1)[0]
+        raise GrammarError(f"the grammar for this schema is beyond llama.cpp's limits, in rule '{rule}': "
+                           f"{message}") from None
     return text
 
 

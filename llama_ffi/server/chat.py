@@ -41,6 +41,12 @@ def _messages(body: ChatRequest) -> list[dict]:
     out = []
     for i, message in enumerate(body.messages):
         m = message.model_dump(exclude_unset=True)
+        if m.get("content") is None and not (m["role"] == "assistant" and any(
+                m.get(k) for k in ("tool_calls", "function_call", "reasoning_content"))):
+            # as OpenAI: only an assistant message that calls tools may leave content out; the
+            # chat template would otherwise fail on it with a message about template internals
+            raise ValidationError(f"messages[{i}].content is required for a {m['role']} message"
+                                  + (" without tool_calls" if m["role"] == "assistant" else ""), param="messages")
         if isinstance(m.get("content"), list):
             parts = m["content"]
             if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in parts):

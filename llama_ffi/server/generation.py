@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from .errors import describe
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
                     "frequency_penalty", "mirostat_mode", "mirostat_tau", "mirostat_eta")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_TOKEN_ID = re.compile(r"-?[0-9]{1,10}")
 
 
 def sampling_params(body, vocab, index: int) -> SamplingParams:
@@ -28,13 +30,18 @@ def sampling_params(body, vocab, index: int) -> SamplingParams:
     if body.logit_bias:
         bias = {}
         for key, value in body.logit_bias.items():
-            if not key.lstrip("-").isdigit():
+            if not _TOKEN_ID.fullmatch(key):  # ASCII only: str.isdigit() passes '³', which int() refuses
                 raise ValidationError(f"logit_bias key {key!r} is not a token id", param="logit_bias")
             bias[int(key)] = max(-100.0, min(100.0, value))
         check_logit_bias(bias, vocab.n_tokens)
         changes["logit_bias"] = bias
     params = SamplingParams(**changes)
     params.validate()
+    if index == 0:
+        # Build (and free) the chain once here: the engine builds it on its own thread, where
+        # a value its range checks allow but a sampler refuses (repeat_penalty 5e-324) would
+        # fail the request after it was accepted. Here it is a 400 before anything starts.
+        params.build_chain(vocab).close()
     return params
 
 

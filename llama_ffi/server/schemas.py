@@ -43,7 +43,8 @@ class _Sampling(BaseModel):
     top_k: int | None = Field(None, ge=0, le=1 << 20)
     min_p: float | None = Field(None, ge=0, le=1)
     typical_p: float | None = Field(None, ge=0, le=1)
-    repeat_penalty: float | None = Field(None, ge=0, le=100)
+    # llama.cpp divides logits by it; 0 would be refused by the sampler once the engine builds it
+    repeat_penalty: float | None = Field(None, gt=0, le=100)
     mirostat_mode: int | None = Field(None, ge=0, le=2)
     mirostat_tau: float | None = Field(None, ge=0, le=100)
     mirostat_eta: float | None = Field(None, ge=0, le=1)
