@@ -58,7 +58,7 @@ class SamplingParams:
         number("top_p", 0.0, 1.0)
         number("min_p", 0.0, 1.0)
         number("typical_p", 0.0, 1.0)
-        number("repeat_penalty", 0.0, 100.0)
+        number("repeat_penalty", 1e-6, 100.0)  # as the penalties sampler takes it; 1.0 is off
         number("frequency_penalty", -100.0, 100.0)
         number("presence_penalty", -100.0, 100.0)
         number("mirostat_tau", 0.0, 100.0)

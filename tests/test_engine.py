@@ -246,3 +246,30 @@ def test_sampling_split_between_graph_and_host_matches_host_sampling(model):
 def alone_engine_greedy(model, prompt, n):
     with Engine(model, n_ctx=512, n_seq_max=1, n_threads=2, backend_sampling=False) as plain:
         return plain.complete_sync(prompt, sampling=GREEDY, max_tokens=n).tokens
+
+
+class _UnbuildableSampling(SamplingParams):
+    """A seam: settings that validate but whose sampler chain fails to build on the engine
+    thread (as a sampler llama.cpp refuses would)."""
+
+    def build_chain(self, *args, **kwargs):
+        raise RuntimeError("sampler refused")
+
+    def backend_split(self, vocab):
+        return None
+
+
+def test_a_request_whose_sampler_cannot_be_built_fails_alone(engine):
+    # That request fails with the reason; the others go on, and its slot is not taken.
+    async def mixed():
+        bad = engine.complete(PROMPTS[0], sampling=_UnbuildableSampling(temperature=0), max_tokens=4)
+        good = engine.complete(PROMPTS[1], sampling=GREEDY, max_tokens=6)
+        return await asyncio.gather(bad, good, return_exceptions=True)
+
+    bad, good = asyncio.run(mixed())
+    from llama_ffi import GenerationError
+
+    assert isinstance(bad, GenerationError), bad
+    assert good.tokens == alone(engine, PROMPTS[1], 6)
+    assert engine.stats()["running"] == 0
+    assert engine.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=3).finish_reason == "length"

@@ -90,7 +90,13 @@ class Scheduler:
             if request.cancelled:
                 self._emit_finish(request, "cancelled")
                 continue
-            if not self._try_admit(request, deferred):
+            try:
+                admitted = self._try_admit(request, deferred)
+            except Exception as exc:  # noqa: BLE001 - e.g. a sampler llama.cpp refuses: this request fails alone
+                request.state = State.FINISHED
+                request.sink(Event(finish_reason="error", error=exc))
+                continue
+            if not admitted:
                 self.queue.appendleft(request)
                 break
         self.queue.extendleft(reversed(deferred))
@@ -112,15 +118,20 @@ class Scheduler:
         if self.ctx.n_streams == 1 and self.running and \
                 self._reserved() + len(prompt) - shared + self._growth(request) > self.ctx.n_ctx:
             return False
-        if match is not None:
-            if match.slot is slot:
+        chains = self._chains(request)  # may raise; nothing has changed yet
+        try:
+            if chains[1] is not None:
+                self.ctx.set_sampler(slot.seq_id, chains[1])
+            if match is not None and match.slot is slot:
                 self.ctx.memory_seq_rm(slot.seq_id, reuse, -1)
             else:
                 self._evict(slot)
-                self._copy_prefix(match.slot, slot, reuse)
-        else:
-            self._evict(slot)
-        self._start(request, slot, reuse, shared)
+                if match is not None:
+                    self._copy_prefix(match.slot, slot, reuse)
+        except BaseException:
+            self._close_chains_of(*chains)
+            raise
+        self._start(request, slot, reuse, shared, chains)
         return True
 
     def _copy_prefix(self, source: Slot, target: Slot, n: int) -> None:
@@ -136,16 +147,12 @@ class Scheduler:
         slot.set_tokens(np.zeros(0, dtype=np.int32))
         slot.n_past = 0
 
-    def _start(self, request: Request, slot: Slot, reuse: int, shared: int = 0) -> None:
+    def _start(self, request: Request, slot: Slot, reuse: int, shared: int, chains) -> None:
+        chain, device_chain = chains
         slot.set_tokens(request.prompt)
         slot.n_past = reuse
         slot.request = request
         SlotTable.touch(slot)
-        chain, device_chain = self._chains(request)
-        for token in request.resumed_tokens.tolist():  # a resumed grammar/penalty state goes on
-            chain.accept(token)
-        if device_chain is not None:
-            self.ctx.set_sampler(slot.seq_id, device_chain)
         request.state = State.PREFILL
         if request.first_token_at is None:  # a resumed request was counted already
             request.n_cached = reuse
@@ -162,19 +169,30 @@ class Scheduler:
         graph: whole for greedy and other plain chains, or split at top-k (see
         SamplingParams.backend_split) so the host gets k candidates instead of a logits row."""
         if not self.backend_sampling or request.grammar is not None or request.logprobs is not None:
-            return request.sampling.build_chain(self.vocab, grammar=self._grammar(request)), None
+            return self._resume(request, request.sampling.build_chain(self.vocab, grammar=self._grammar(request))), None
         split = request.sampling.backend_split(self.vocab)
         if split is not None:
             device, host = split
-            return host, device
+            return self._resume(request, host), device
         chain = request.sampling.build_chain(self.vocab)
-        return chain, chain
+        return self._resume(request, chain), chain
 
     @staticmethod
-    def _close_chains(running: Running) -> None:
-        running.chain.close()  # detaches a chain attached whole to the graph before freeing
-        if running.device_chain is not None:
-            running.device_chain.close()
+    def _resume(request: Request, chain):
+        """A resumed request's chain goes on from its tokens so far (grammar, penalties)."""
+        for token in request.resumed_tokens.tolist():
+            chain.accept(token)
+        return chain
+
+    @staticmethod
+    def _close_chains_of(chain, device_chain) -> None:
+        chain.close()  # detaches a chain attached whole to the graph before freeing
+        if device_chain is not None and device_chain is not chain:
+            device_chain.close()
+
+    @classmethod
+    def _close_chains(cls, running: Running) -> None:
+        cls._close_chains_of(running.chain, running.device_chain)
 
     def _grammar(self, request: Request):
         if request.grammar is None:
