@@ -84,3 +84,48 @@ def test_requests_select_the_model_by_name(tmp_path, model_path):
     assert app.state.registry.entries["a"].engine._closed
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
     assert preflight.headers["access-control-allow-origin"] == "http://ok.test"
+
+
+def test_max_tokens_default_caps_a_chat_without_max_tokens(tmp_path, model_path):
+    from llama_ffi.server import create_app
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"models": [{"model": str(model_path), "model_alias": "m", "n_ctx": 512,
+                                              "n_parallel": 2, "n_gpu_layers": 0, "max_tokens_default": 3}]}))
+    app = create_app(parse_args(["--config-file", str(config)]))
+    # End-of-generation banned, so only the cap can end the answer.
+    body = {"model": "m", "messages": [{"role": "user", "content": "Tell me a long story."}], "temperature": 0,
+            "logit_bias": {"0": -100, "1": -100, "2": -100}}
+
+    async def call():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return (await client.post("/v1/chat/completions", json=body)).json()
+
+    try:
+        reply = asyncio.run(call())
+    finally:
+        app.state.registry.close()
+    assert reply["usage"]["completion_tokens"] == 3 and reply["choices"][0]["finish_reason"] == "length", reply
+
+
+def test_grammar_errors_name_the_field(tmp_path, model_path):
+    from llama_ffi.server import create_app
+
+    app = create_app(parse_args(["-m", str(model_path), "-a", "m", "-c", "512", "-np", "2", "-ngl", "0"]))
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}
+
+    async def calls():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            grammar = await client.post("/v1/completions", json={"model": "m", "prompt": "hi", "grammar": "root ::= x"})
+            schema = await client.post("/v1/chat/completions", json={**chat, "response_format": bad_schema})
+            return grammar, schema
+
+    try:
+        grammar, schema = asyncio.run(calls())
+    finally:
+        app.state.registry.close()
+    assert grammar.status_code == 400 and grammar.json()["error"]["param"] == "grammar", grammar.json()
+    assert schema.status_code == 400 and schema.json()["error"]["param"] == "response_format", schema.json()

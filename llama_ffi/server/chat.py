@@ -21,7 +21,7 @@ from ..chat.pipeline import (
     merge_stops,
     top_logprobs,
 )
-from ..errors import ValidationError
+from ..errors import GrammarError, ValidationError
 from .generation import (
     Choice,
     Jobs,
@@ -66,11 +66,16 @@ def _chat_options(body: ChatRequest) -> dict[str, Any]:
 
 
 def submit(body: ChatRequest, entry) -> tuple[Jobs, Any]:
-    request = build_chat(entry.model, entry.settings.chat_format, _messages(body), _chat_options(body))
+    try:
+        request = build_chat(entry.model, entry.settings.chat_format, _messages(body), _chat_options(body))
+    except GrammarError as exc:  # a schema we cannot compile: name the field it came from
+        exc.param = exc.param or ("response_format" if body.response_format is not None else "tools")
+        raise
     grammar = request.grammar_for(grammar_of(body))
     stops = merge_stops(stop_list(body.stop), request.stops) or []
     tokens = entry.vocab.tokenize(request.prompt, add_special=request.add_bos, parse_special=True)
-    max_tokens = body.max_completion_tokens or body.max_tokens or entry.engine.context.n_ctx_seq
+    max_tokens = (body.max_completion_tokens or body.max_tokens or entry.settings.max_tokens_default
+                  or entry.engine.context.n_ctx_seq)
     logprobs = top_logprobs(body.top_logprobs) if body.logprobs else None
     specs = [(tokens, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens,
                        "stop": stops, "grammar": grammar, "logprobs": logprobs}) for j in range(body.n)]

@@ -53,7 +53,9 @@ class ModelSettings:
     chat_format: str | None = None
     pooling_type: str | None = None  # for /v1/embeddings and /v1/rerank ("rank" for rerankers)
     max_queued_requests: int = 1024
-    max_tokens_default: int = 256
+    # A chat completion without max_tokens: this many tokens at most (None: to the end of
+    # the context, as OpenAI does). /v1/completions keeps OpenAI's default of 16.
+    max_tokens_default: int | None = None
 
     @property
     def name(self) -> str:
@@ -78,6 +80,8 @@ class ModelSettings:
     def validate(self, where: str = "model") -> None:
         for name in ("n_ctx", "n_parallel", "n_batch", "n_ubatch", "max_queued_requests", "max_tokens_default"):
             value = getattr(self, name)
+            if value is None and name == "max_tokens_default":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(f"{where}: {name} must be a positive integer, got {value!r}", param=name)
         if not Path(self.model).is_file():
@@ -90,7 +94,7 @@ class ModelSettings:
                             n_ubatch=self.n_ubatch, n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn,
                             kv_unified=bool(self.kv_unified),
                             n_threads=self.n_threads, max_queued_requests=self.max_queued_requests,
-                            max_tokens_default=self.max_tokens_default)
+                            max_tokens_default=self.max_tokens_default or self.n_ctx)
 
 
 @dataclass(kw_only=True)

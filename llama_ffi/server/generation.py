@@ -48,9 +48,14 @@ def sampling_params(body, vocab, index: int) -> SamplingParams:
 def grammar_of(body):
     if body.grammar is None:
         return None
+    from ..errors import GrammarError
     from ..grammar import LlamaGrammar
 
-    return LlamaGrammar.from_string(body.grammar)
+    try:
+        return LlamaGrammar.from_string(body.grammar)
+    except GrammarError as exc:
+        exc.param = exc.param or "grammar"  # the OpenAI error names the field at fault
+        raise
 
 
 def stop_list(stop) -> list[str]:
