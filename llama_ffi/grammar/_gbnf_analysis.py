@@ -225,32 +225,23 @@ def fan_out(grammar: CompiledGrammar) -> FanOut:
 def _check_branching(grammar: CompiledGrammar, nullable: list[bool], edges: list[list[Ref]]) -> None:
     (repeated, repeated_at), (skips, skip_at), (stacks, stack_at) = _fan_out(grammar, nullable, edges)
     advice = "make the repeated item non-empty (x{0,n} rather than (x?){n}) or repeat it fewer times"
-    if repeated > MAX_REPEATED_BRANCHING:
-        line, column = grammar.location(repeated_at)
-        raise GrammarError(
-            f"grammar too ambiguous: this repetition of an item that can match nothing lets llama.cpp's "
-            f"matcher continue in {_count(repeated)} places after every character (more than "
-            f"{MAX_REPEATED_BRANCHING}; nested repetitions multiply), so each token would take seconds or "
-            f"more; {advice}",
-            line=line,
-            column=column,
-        )
-    if skips > MAX_BRANCHING:
-        line, column = grammar.location(skip_at)
-        raise GrammarError(
-            f"grammar too ambiguous: from here llama.cpp's matcher could continue in {_count(skips)} places at "
-            f"once (more than {MAX_BRANCHING}), through items that can match nothing; {advice}",
-            line=line,
-            column=column,
-        )
-    if stacks > MAX_STACKS:
-        line, column = grammar.location(stack_at)
-        raise GrammarError(
-            f"grammar too ambiguous: from here llama.cpp's matcher would track {_count(stacks)} alternatives at "
-            f"once (more than {MAX_STACKS})",
-            line=line,
-            column=column,
-        )
+    limits = [
+        (repeated, MAX_REPEATED_BRANCHING, repeated_at,
+         f"grammar too ambiguous: this repetition of an item that can match nothing lets llama.cpp's "
+         f"matcher continue in {_count(repeated)} places after every character (more than "
+         f"{MAX_REPEATED_BRANCHING}; nested repetitions multiply), so each token would take seconds or "
+         f"more; {advice}"),
+        (skips, MAX_BRANCHING, skip_at,
+         f"grammar too ambiguous: from here llama.cpp's matcher could continue in {_count(skips)} places at "
+         f"once (more than {MAX_BRANCHING}), through items that can match nothing; {advice}"),
+        (stacks, MAX_STACKS, stack_at,
+         f"grammar too ambiguous: from here llama.cpp's matcher would track {_count(stacks)} alternatives at "
+         f"once (more than {MAX_STACKS})"),
+    ]
+    for value, limit, offset, message in limits:
+        if value > limit:
+            line, column = grammar.location(offset)
+            raise GrammarError(message, line=line, column=column)
 
 
 _CAP = MAX_STACKS * 1000  # values saturate here: only "over the limit" matters past it
