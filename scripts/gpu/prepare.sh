@@ -129,7 +129,7 @@ log "per call: src+whl $(du -shc "$GPU/src" "$GPU/whl" | tail -1 | cut -f1) (+ w
 if [ "${1:-}" = "--verify" ]; then
   SCRATCH=$(mktemp -d)
   mkdir -p "$SCRATCH/repo/scripts" "$SCRATCH/src"
-  cp scripts/build_libllama.py scripts/pinned_git.sh "$SCRATCH/repo/scripts/"
+  cp scripts/build_libllama.py scripts/registry.py scripts/pinned_git.sh "$SCRATCH/repo/scripts/"
   tar -C "$SCRATCH/src" -xzf "$GPU/src/llama.cpp.tar.gz"
   log "verifying in $SCRATCH (vendor/ untouched)"
   LLAMA_FFI_CACHE=$SCRATCH/cache python3 "$SCRATCH/repo/scripts/build_libllama.py" \
