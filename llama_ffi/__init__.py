@@ -54,12 +54,12 @@ _LAZY = {
     "Engine": "llama_ffi.engine",
     "EngineConfig": "llama_ffi.engine",
     "EnginePool": "llama_ffi.engine",
-    "CompletionOptions": "llama_ffi.completion_options",
+    "CompletionOptions": "llama_ffi.generation",
     "Llama": "llama_ffi.llama",
     "LlamaGrammar": "llama_ffi.grammar",
     "LlamaSettings": "llama_ffi.llama",
     "LlamaState": "llama_ffi.llama",
-    "SamplingParams": "llama_ffi.sampling",
+    "SamplingParams": "llama_ffi.generation",
     "UnifiedLLM": "llama_ffi.unified",
 }
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from . import completion
-from .completion_options import split_options
+from .generation.options import split_options
 from .errors import ValidationError
 from .native import Context, ContextParams, LoraAdapter, Model, ModelParams
-from .sampling import SamplingParams
+from .generation.sampling import SamplingParams
 
 __all__ = ["Llama", "LlamaSettings", "LlamaState"]
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from . import completion
 from .chat.pipeline import (
     ChatRequest,
     DeltaPipeline,
     build_chat,
     chat_message,
-    logprobs_content,
     merge_stops,
     split_chat_options,
     top_logprobs,
 )
-from .completion_options import split_options
+from .generation.options import split_options
+from .generation.results import usage
 
 __all__ = ["create_chat_completion"]
 
@@ -53,10 +52,10 @@ def create_chat_completion(llama, messages: Sequence[Mapping[str, Any]], **optio
     return _response(engine, request, run, text)
 
 
-def _chat_logprobs(collector, start: int = 0) -> dict | None:
+def _chat_logprobs(engine, collector, start: int = 0) -> dict | None:
     if collector is None:
         return None
-    return logprobs_content((collector.text(t), v, top) for t, v, top in collector.entries[start:])
+    return collector.chat_logprobs(engine.pieces, start)
 
 
 def _response(engine, request: ChatRequest, run, text: str) -> dict:
@@ -64,9 +63,9 @@ def _response(engine, request: ChatRequest, run, text: str) -> dict:
     return {
         "id": run.id, "object": "chat.completion", "created": run.created,
         "model": run.opts.model or engine.model_name,
-        "choices": [{"index": 0, "message": message, "logprobs": _chat_logprobs(run.logprobs),
+        "choices": [{"index": 0, "message": message, "logprobs": _chat_logprobs(engine, run.logprobs),
                      "finish_reason": finish}],
-        "usage": completion._usage(run),
+        "usage": usage(len(run.prompt_tokens), len(run.tokens)),
     }
 
 
@@ -87,7 +86,7 @@ def _stream(engine, request: ChatRequest, run, params) -> Iterator[dict]:
             for delta in pipeline.feed(text, final=final):
                 logprobs = None
                 if collector is not None:
-                    logprobs = _chat_logprobs(collector, seen)
+                    logprobs = _chat_logprobs(engine, collector, seen)
                     seen = len(collector.entries)
                 yield chunk(delta, logprobs=logprobs)
         yield chunk({}, pipeline.finish_reason(run.finish_reason))

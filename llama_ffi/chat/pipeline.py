@@ -29,13 +29,13 @@ does know them gets it unchanged unless it needs ``""`` for ``None`` or object a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ValidationError
 
-__all__ = ["CHAT_KEYS", "ChatRequest", "DeltaPipeline", "build_chat", "chat_message", "logprobs_content",
+__all__ = ["CHAT_KEYS", "ChatRequest", "DeltaPipeline", "build_chat", "chat_message",
            "merge_stops", "split_chat_options", "top_logprobs"]
 
 # Options that belong to chat only; everything else is a completion option.
@@ -291,16 +291,6 @@ def chat_message(request: ChatRequest, text: str, finish: str | None) -> tuple[d
             message["tool_calls"] = parsed.tool_calls
             finish = "tool_calls"
     return message, finish
-
-
-def logprobs_content(entries: Iterable[tuple[str, float | None, Mapping[str, float] | None]]) -> dict:
-    """OpenAI's chat ``logprobs`` from (token text, logprob, {alternative text: logprob})."""
-    content = []
-    for text, value, top in entries:
-        content.append({"token": text, "logprob": value, "bytes": list(text.encode()),
-                        "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())}
-                                         for t, v in (top or {}).items()]})
-    return {"content": content}
 
 
 class DeltaPipeline:

@@ -18,10 +18,12 @@ from typing import AsyncIterator, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ClosedError, ContextOverflowError, GenerationError, OverloadedError, ValidationError
+from ..errors import ClosedError, ContextOverflowError, GenerationError, OverloadedError
+from ..generation.results import usage
+from ..generation.sampling import SamplingParams
+from ..generation.spec import budget, prepare
 from ..native import Context, ContextParams, Model, ModelParams
 from ..native.devices import has_gpu
-from ..sampling import SamplingParams
 from .request import Event, Request
 from .scheduler import Scheduler
 
@@ -57,8 +59,7 @@ class Completion:
 
     @property
     def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.tokens),
-                "total_tokens": self.prompt_tokens + len(self.tokens)}
+        return usage(self.prompt_tokens, len(self.tokens))
 
 
 class Engine:
@@ -88,23 +89,26 @@ class Engine:
 
     # --- submission --------------------------------------------------------------------------
     def submit(self, prompt: str | Sequence[int], *, sampling: SamplingParams | None = None,
-               max_tokens: int | None = None, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
+               max_tokens: int | None = None, stop=None, stop_tokens: Sequence[int] = (),
                grammar=None, logprobs: int | None = None, sink=None) -> Request:
-        """Queue a request; ``sink(event)`` is called on the engine thread for its output."""
+        """Queue a request; ``sink(event)`` is called on the engine thread for its output.
+
+        Checked and tokenized as ``Llama`` does it (``generation.prepare``): ``max_tokens``
+        None takes ``config.max_tokens_default``, 0 or -1 run to the end of the sequence's
+        context; ``stop`` holds strings and/or token ids."""
         if self._closed:
             raise ClosedError("engine is closed")
-        tokens = self._tokens(prompt)
-        sampling = sampling or SamplingParams()
-        sampling.validate()
         max_tokens = self.config.max_tokens_default if max_tokens is None else max_tokens
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise ValidationError(f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
-        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= 20):
-            raise ValidationError("logprobs must be an integer in [0, 20]", param="logprobs")
-        _check_stops(stop)
-        stop_ids = frozenset(int(t) for t in self.model.vocab.check_tokens(list(stop_tokens)))
-        request = Request(prompt=tokens, sampling=sampling, max_tokens=max_tokens, sink=sink or (lambda e: None),
-                          stop=tuple(stop), stop_tokens=stop_ids, grammar=grammar, logprobs=logprobs)
+        spec = prepare(self.model.vocab, prompt, sampling=sampling, max_tokens=max_tokens, stop=stop,
+                       grammar=grammar, logprobs=logprobs)
+        spec.stop_tokens |= frozenset(int(t) for t in self.model.vocab.check_tokens(list(stop_tokens)))
+        tokens = np.asarray(spec.prompt, dtype=np.int32)
+        n_ctx = self.context.n_ctx_seq
+        if len(tokens) >= n_ctx:
+            raise ContextOverflowError(f"prompt of {len(tokens)} tokens does not fit the context of {n_ctx}",
+                                       n_tokens=len(tokens), n_ctx=n_ctx, param="prompt")
+        request = Request(prompt=tokens, spec=spec, max_tokens=budget(spec.max_tokens, n_ctx - len(tokens)),
+                          sink=sink or (lambda e: None))
         with self._lock:
             waiting = len(self._inbox) + len(self.scheduler.queue)
             if waiting >= self.config.max_queued_requests or self._queued_tokens + len(tokens) > self.config.max_queued_tokens:
@@ -113,19 +117,6 @@ class Engine:
             self._queued_tokens += len(tokens)
         self._wake.set()
         return request
-
-    def _tokens(self, prompt) -> np.ndarray:
-        if isinstance(prompt, str):
-            tokens = np.asarray(self.model.vocab.tokenize(prompt, add_special=True, parse_special=True), dtype=np.int32)
-        else:
-            tokens = self.model.vocab.check_tokens(prompt)
-        if len(tokens) == 0:
-            raise ValidationError("prompt is empty", param="prompt")
-        if len(tokens) >= self.context.n_ctx_seq:
-            raise ContextOverflowError(f"prompt of {len(tokens)} tokens does not fit the context of "
-                                       f"{self.context.n_ctx_seq}", n_tokens=len(tokens),
-                                       n_ctx=self.context.n_ctx_seq, param="prompt")
-        return tokens
 
     # --- consuming ----------------------------------------------------------------------------
     async def generate(self, prompt, **kwargs) -> AsyncIterator[Event]:
@@ -303,11 +294,3 @@ class _Accumulator:
 def _deliver(items) -> None:
     for events, event in items:
         events.put_nowait(event)
-
-
-def _check_stops(stop) -> None:
-    if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
-        raise ValidationError("stop must be a list of non-empty strings", param="stop")
-    if len(stop) > 64 or sum(len(s) for s in stop) > 16384:
-        raise ValidationError("at most 64 stop strings of 16 KiB in total", param="stop")
-

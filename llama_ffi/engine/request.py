@@ -7,11 +7,11 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
-from ..sampling import SamplingParams
+from ..generation.spec import GenerationSpec
 
 _ids = itertools.count(1)
 
@@ -29,7 +29,7 @@ class Event:
 
     text: str = ""
     tokens: tuple[int, ...] = ()
-    logprobs: list | None = None
+    logprobs: list | None = None  # LogprobCollector entries: (token, logprob, [(token, logprob), ...])
     finish_reason: str | None = None  # "stop", "length", "cancelled", "error"
     error: BaseException | None = None
 
@@ -38,14 +38,10 @@ class Event:
 class Request:
     """What to generate. ``sink`` receives Events on the engine thread and must be quick."""
 
-    prompt: np.ndarray  # int32 token ids
-    sampling: SamplingParams
-    max_tokens: int
+    prompt: np.ndarray  # int32 token ids; grows by the output so far when preempted
+    spec: GenerationSpec  # what generation.prepare checked
+    max_tokens: int  # the budget: spec.max_tokens resolved against the sequence's room
     sink: Callable[[Event], None]
-    stop: Sequence[str] = ()
-    stop_tokens: frozenset[int] = frozenset()
-    grammar: object = None  # a llama_ffi.grammar.LlamaGrammar, or None
-    logprobs: int | None = None
     id: int = field(default_factory=lambda: next(_ids))
     submitted_at: float = field(default_factory=time.perf_counter)
     # engine-side state
@@ -54,6 +50,7 @@ class Request:
     n_generated: int = 0
     n_cached: int = 0  # prompt tokens reused from the prefix cache
     n_submitted: int = -1  # prompt tokens as submitted; ``prompt`` grows when preempted
+    output: object = None  # its generation.SequenceOutput, from the first admission on
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -67,6 +64,18 @@ class Request:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    @property
+    def sampling(self):
+        return self.spec.sampling
+
+    @property
+    def grammar(self):
+        return self.spec.grammar
+
+    @property
+    def logprobs(self) -> int | None:
+        return self.spec.logprobs
 
     @property
     def n_prompt(self) -> int:

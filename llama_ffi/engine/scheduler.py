@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..completion_options import StopMatcher
 from ..errors import KVCacheFullError
-from ..native import Batch, Sampler
-from ..native.loop import log_softmax
-from ..text import TextStream
+from ..generation.chains import build_chains, prime
+from ..generation.output import SequenceOutput, log_softmax
+from ..native import Batch
 from .request import Event, Request, State
 from .slots import Slot, SlotTable
 
@@ -32,9 +31,9 @@ class Running:
     request: Request
     slot: Slot
     chain: object
-    stream: TextStream = field(default_factory=TextStream)
-    stop: StopMatcher | None = None
+    output: SequenceOutput
     device_chain: object = None  # the part of the sampling that runs in the graph, if split
+    stop_tokens: frozenset[int] = frozenset()  # the model's end-of-generation tokens and the request's
     last_token: int = -1
     n_prompt_target: int = 0  # slot tokens that must be decoded before sampling starts
     shared: int = 0  # leading cells shared with another slot (copied at admission, not owned)
@@ -62,7 +61,7 @@ class Scheduler:
         self.ctx = context
         self.vocab = context.model.vocab
         self.pieces = self.vocab.pieces
-        self.eog = self.vocab.eog_tokens
+        self.eog = frozenset(self.vocab.eog_tokens)
         self.slots = SlotTable(context.n_seq_max)
         for slot in self.slots.slots:
             slot.buf = np.zeros(context.n_ctx, dtype=np.int32)
@@ -158,31 +157,25 @@ class Scheduler:
             request.n_cached = reuse
             self.counters.prompt_tokens += request.n_submitted
             self.counters.cached_prompt_tokens += reuse
-        running = Running(request, slot, chain, stop=StopMatcher(request.stop) if request.stop else None,
-                          device_chain=device_chain)
+        spec = request.spec
+        if request.output is None:  # a resumed request goes on with its output (held text too)
+            request.output = SequenceOutput(self.pieces, spec.stop, spec.logprobs)
+        running = Running(request, slot, chain, request.output, device_chain=device_chain,
+                          stop_tokens=self.eog | spec.stop_tokens)
         running.n_prompt_target = len(request.prompt)
         running.shared = shared
         self.running.append(running)
 
     def _chains(self, request: Request):
-        """(host chain, chain attached to the graph or None). On a GPU, sampling runs in the
-        graph: whole for greedy and other plain chains, or split at top-k (see
-        SamplingParams.backend_split) so the host gets k candidates instead of a logits row."""
-        if not self.backend_sampling or request.grammar is not None or request.logprobs is not None:
-            return self._resume(request, request.sampling.build_chain(self.vocab, grammar=self._grammar(request))), None
-        split = request.sampling.backend_split(self.vocab)
-        if split is not None:
-            device, host = split
-            return self._resume(request, host), device
-        chain = request.sampling.build_chain(self.vocab)
-        return self._resume(request, chain), chain
-
-    @staticmethod
-    def _resume(request: Request, chain):
-        """A resumed request's chain goes on from its tokens so far (grammar, penalties)."""
-        for token in request.resumed_tokens.tolist():
-            chain.accept(token)
-        return chain
+        """(host chain, chain attached to the graph or None): see generation.chains. A
+        resumed request's chain goes on from its tokens so far (grammar, penalties)."""
+        host, device = build_chains(request.spec, self.vocab, on_gpu=self.backend_sampling)
+        try:
+            prime(host, request.spec, request.prompt, request.resumed_tokens)
+        except BaseException:
+            self._close_chains_of(host, device)
+            raise
+        return host, device
 
     @staticmethod
     def _close_chains_of(chain, device_chain) -> None:
@@ -193,13 +186,6 @@ class Scheduler:
     @classmethod
     def _close_chains(cls, running: Running) -> None:
         cls._close_chains_of(running.chain, running.device_chain)
-
-    def _grammar(self, request: Request):
-        if request.grammar is None:
-            return None
-        if hasattr(request.grammar, "sampler"):  # a tool-call grammar, lazy or not (ToolGrammarSpec)
-            return request.grammar.sampler(self.vocab)
-        return Sampler.grammar(self.vocab, request.grammar.text, request.grammar.root)
 
     # --- one step ------------------------------------------------------------------------
     def step(self) -> bool:
@@ -222,8 +208,11 @@ class Scheduler:
         decoded = clock()
         c.steps += 1
         self._advance_positions()
-        for running, index in outputs:
-            self._sample(running, index)
+        sampling = clock()
+        tokens = self.ctx.sample_rows([r.chain for r, _ in outputs], [i for _, i in outputs])
+        c.sample_seconds += clock() - sampling
+        for (running, index), token in zip(outputs, tokens):
+            self._take(running, index, token)
         done = clock()
         c.decode_seconds += decoded - decode_start
         c.step_seconds += done - started
@@ -264,50 +253,36 @@ class Scheduler:
         for r in self.running:
             r.slot.n_past += by_seq.get(r.slot.seq_id, 0)
 
-    def _sample(self, running: Running, index: int) -> None:
+    def _take(self, running: Running, index: int, token: int) -> None:
+        """One sampled token of one sequence: stream it, or end the sequence."""
         request = running.request
-        logprobs = self._logprobs(request, index) if request.logprobs is not None else None
-        before = time.perf_counter()
-        token = running.chain.sample(self.ctx, index)
-        self.counters.sample_seconds += time.perf_counter() - before
         if request.state is State.PREFILL:
             request.state = State.DECODE
             if request.first_token_at is None:  # not again when resuming after preemption
                 request.first_token_at = time.perf_counter()
                 self.counters.ttft.append(request.first_token_at - request.submitted_at)
-        if token in self.eog or token in request.stop_tokens:
+        if token in running.stop_tokens:
             self._finish(running, "stop")
             return
         request.n_generated += 1
         self.counters.generated_tokens += 1
         running.last_token = token
         running.slot.append(token)
-        text = running.stream.feed(self.pieces[token])
-        stopped = False
-        if running.stop is not None:
-            text, stopped = running.stop.feed(text)
-        request.sink(Event(text=text, tokens=(token,), logprobs=[self._entry(token, logprobs)] if logprobs is not None else None))
+        output = running.output
+        row = log_softmax(self.ctx.logits(index)) if output.logprobs is not None else None
+        text, stopped = output.on_token(token, row)
+        request.sink(Event(text=text, tokens=(token,),
+                           logprobs=output.logprobs.entries[-1:] if row is not None else None))
         if stopped:
             self._finish(running, "stop")
         elif request.n_generated >= request.max_tokens or running.slot.n_past + 1 >= self.ctx.n_ctx_seq:
             self._finish(running, "length")
 
-    def _logprobs(self, request: Request, index: int):
-        return log_softmax(self.ctx.logits(index)), request.logprobs
-
-    def _entry(self, token: int, logprobs) -> dict:
-        row, k = logprobs
-        top = np.argpartition(-row, k)[:k] if k else np.zeros(0, dtype=np.int64)
-        top = top[np.argsort(-row[top])]
-        return {"token": token, "logprob": float(row[token]),
-                "top": [(int(t), float(row[t])) for t in top]}
-
     # --- finishing, cancellation, preemption ------------------------------------------------
     def _finish(self, running: Running, reason: str) -> None:
         request = running.request
-        tail = running.stream.flush()
-        if running.stop is not None and reason != "stop":
-            tail = running.stop.feed(tail)[0] + running.stop.flush()
+        tail = running.output.finish(reason)
+        reason = running.output.finish_reason  # a stop string in the held-back tail makes it "stop"
         request.state = State.FINISHED
         self._close_chains(running)
         slot = running.slot

@@ -120,6 +120,17 @@ class Context(Handle):
             raise ValidationError(f"no logits for output {i} of the last batch", param="i")
         return np.frombuffer(ffi.buffer(ptr, self.n_vocab * 4), dtype=np.float32)
 
+    def sample_rows(self, chains, rows) -> list[int]:
+        """Sample output ``rows[j]`` of the last batch with ``chains[j]`` (each accepts its
+        token): a whole engine step in one call, the C function and pointers bound once.
+        A chain attached to the graph (``set_sampler``) returns the token sampled there."""
+        sample, ctx = self._lib.llama_sampler_sample, self.ptr
+        tokens = [sample(chain.ptr, ctx, row) for chain, row in zip(chains, rows)]
+        for chain in chains:
+            if chain.has_python_samplers:
+                chain._reraise()
+        return tokens
+
     def embeddings(self, i: int = -1) -> np.ndarray:
         """Embedding of output ``i`` (context created with ``embeddings=True``)."""
         ptr = self._lib.llama_get_embeddings_ith(self.ptr, i)

@@ -1,7 +1,7 @@
 """``TokenLoop``: the decode/sample hot loop for one sequence.
 
-Every generation path (``Llama``, the command line) goes through here, so it is written
-for speed: C functions and pointers bound once, one reused single-token batch, sampling
+``Llama`` generates through here (the engine drives many sequences in
+``engine/scheduler.py``), so it is written for speed: C functions and pointers bound once, one reused single-token batch, sampling
 in C through the chain, and Python touching the logits only when the caller asks for
 them (a logits processor or logprobs), then as a zero-copy numpy view.
 """
@@ -79,7 +79,7 @@ class TokenLoop:
         decode, sample = lib.llama_decode, lib.llama_sampler_sample
         step = self._step
         token_arr, pos_arr, c_batch = step.token, step.pos, step.c[0]
-        has_python_samplers = any(hasattr(s, "take_error") for s in self.chain.samplers)
+        has_python_samplers = self.chain.has_python_samplers
         abort_flag, n_ctx = ctx._abort_flag, ctx.n_ctx_seq
         enter, leave = _exit.enter, _exit.leave
         for _ in range(max_tokens):
@@ -112,10 +112,3 @@ class TokenLoop:
         self._step.pos[0] = self.pos
         self.context.decode(self._step)
         self.pos += 1
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities from a logits row (a copy: the view changes at the next decode)."""
-    shifted = logits.astype(np.float64) - np.max(logits)
-    return (shifted - np.log(np.exp(shifted).sum())).astype(np.float32)
-

@@ -256,6 +256,11 @@ class SamplerChain(Handle):
         self.samplers.append(sampler)
         return self
 
+    @property
+    def has_python_samplers(self) -> bool:
+        """True when a member is written in Python (its errors are re-raised after C returns)."""
+        return any(isinstance(s, PythonSampler) for s in self.samplers)
+
     def _free(self, ptr) -> None:
         if self._attached_to is not None:  # detach first: the context must not keep a freed chain
             context, seq_id = self._attached_to

@@ -17,20 +17,13 @@ from ..chat.pipeline import (
     DeltaPipeline,
     build_chat,
     chat_message,
-    logprobs_content,
     merge_stops,
     top_logprobs,
 )
 from ..errors import GrammarError, ValidationError
-from .generation import (
-    Choice,
-    Jobs,
-    grammar_of,
-    sampling_params,
-    stop_list,
-    token_text,
-    usage,
-)
+from ..generation.output import chat_logprobs
+from ..generation.results import usage
+from .generation import Choice, Jobs, grammar_of, sampling_params, stop_list
 from .schemas import ChatRequest
 
 _CHAT_FIELDS = ("tools", "tool_choice", "functions", "function_call", "response_format", "enable_thinking",
@@ -89,12 +82,10 @@ class _Shape:
         self.created = int(time.time())
         self.model = body.model or entry.name
 
-    def logprobs(self, entries: list[dict]) -> dict | None:
+    def logprobs(self, entries: list) -> dict | None:
         if not self.body.logprobs:
             return None
-        vocab = self.entry.vocab
-        return logprobs_content((token_text(vocab, e["token"]), e["logprob"],
-                                 {token_text(vocab, t): lp for t, lp in e["top"]}) for e in entries)
+        return chat_logprobs(entries, self.entry.vocab.pieces)
 
     def chunk(self, index: int, delta: dict, finish: str | None = None, logprobs=None) -> dict:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,

@@ -7,15 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 from ..errors import ValidationError
-from .generation import (
-    Choice,
-    Jobs,
-    grammar_of,
-    sampling_params,
-    stop_list,
-    token_text,
-    usage,
-)
+from ..generation.output import completion_logprobs
+from ..generation.results import usage
+from .generation import Choice, Jobs, grammar_of, sampling_params, stop_list
 from .schemas import CompletionRequest
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
@@ -71,19 +65,10 @@ class _Shape:
             return prompt
         return self.entry.vocab.detokenize(prompt).decode("utf-8", errors="replace")
 
-    def logprobs(self, entries: list[dict], offset: int) -> dict | None:
+    def logprobs(self, entries: list, offset: int) -> dict | None:
         if self.body.logprobs is None:
             return None
-        vocab = self.entry.vocab
-        tokens, offsets, values, tops = [], [], [], []
-        for e in entries:
-            text = token_text(vocab, e["token"])
-            tokens.append(text)
-            offsets.append(offset)
-            offset += len(text)
-            values.append(e["logprob"])
-            tops.append({token_text(vocab, t): lp for t, lp in e["top"]})
-        return {"tokens": tokens, "text_offset": offsets, "token_logprobs": values, "top_logprobs": tops}
+        return completion_logprobs(entries, self.entry.vocab.pieces, offset)
 
     def obj(self, choices: list[dict], **extra) -> dict:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,

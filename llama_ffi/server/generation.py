@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..completion_options import check_logit_bias
-from ..errors import ClosedError, GenerationError, ValidationError
-from ..sampling import SamplingParams
+from ..errors import ClosedError, GenerationError
+from ..generation.options import check_logit_bias, parse_logit_bias
+from ..generation.sampling import SamplingParams
 from .errors import describe
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
                     "frequency_penalty", "mirostat_mode", "mirostat_tau", "mirostat_eta")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_TOKEN_ID = re.compile(r"-?[0-9]{1,10}")
 
 
 def sampling_params(body, vocab, index: int) -> SamplingParams:
@@ -28,11 +26,7 @@ def sampling_params(body, vocab, index: int) -> SamplingParams:
     if body.seed is not None:
         changes["seed"] = (body.seed + index) & 0xFFFFFFFF
     if body.logit_bias:
-        bias = {}
-        for key, value in body.logit_bias.items():
-            if not _TOKEN_ID.fullmatch(key):  # ASCII only: str.isdigit() passes '³', which int() refuses
-                raise ValidationError(f"logit_bias key {key!r} is not a token id", param="logit_bias")
-            bias[int(key)] = max(-100.0, min(100.0, value))
+        bias = parse_logit_bias(body.logit_bias, clamp=100.0)  # OpenAI's range
         check_logit_bias(bias, vocab.n_tokens)
         changes["logit_bias"] = bias
     params = SamplingParams(**changes)
@@ -61,10 +55,6 @@ def grammar_of(body):
 def stop_list(stop) -> list[str]:
     items = [stop] if isinstance(stop, str) else list(stop or ())
     return [s for s in items if s]
-
-
-def token_text(vocab, token: int) -> str:
-    return vocab.pieces[token].decode("utf-8", errors="ignore")
 
 
 @dataclass
@@ -196,8 +186,3 @@ async def sse_stream(chunks: AsyncIterator[dict], jobs: Jobs) -> AsyncIterator[s
         yield sse(describe(exc)[1])
     finally:
         jobs.close()
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}

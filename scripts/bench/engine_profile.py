@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from llama_ffi.engine import Engine, EngineConfig
-from llama_ffi.sampling import SamplingParams
+from llama_ffi.generation import SamplingParams
 
 from .serving import _prompts
 

@@ -19,7 +19,7 @@ import numpy as np
 from llama_ffi import Batch, Context, ContextParams, Model, Sampler, SamplerChain, devices
 from llama_ffi.engine import Engine, EngineConfig, EnginePool
 from llama_ffi.native.loop import TokenLoop
-from llama_ffi.sampling import SamplingParams
+from llama_ffi.generation import SamplingParams
 
 SPLITS = {
     "one GPU": {"split_mode": "none", "main_gpu": 0},

@@ -157,7 +157,7 @@ def _prompts(engine, n: int, length: int) -> list[list[int]]:
 
 
 async def _crowd(engine, prompts, n_gen: int) -> tuple[float, int, list[float]]:
-    from llama_ffi.sampling import SamplingParams
+    from llama_ffi.generation import SamplingParams
 
     ban = {t: -100.0 for t in engine.model.vocab.eog_tokens}
     start = time.perf_counter()

@@ -1,31 +1,34 @@
-"""Per-call options of a completion, checked in Python before anything reaches C.
+"""Per-request options, checked in Python before anything reaches C.
 
 ``create_completion(prompt, **options)`` takes llama-cpp-python's keyword names. They are
 split here, once, into two typed groups: the sampling fields (a :class:`SamplingParams`,
 reusable across calls) and :class:`CompletionOptions` (what to generate and return). No
-other signature repeats them.
-
-Also here: :class:`StopMatcher`, which finds stop strings across token boundaries while
-holding back only the text that could still become a stop string.
+other signature repeats them. The checks that every request shares (stop lists, logprobs,
+max_tokens, logit bias) are module functions here, used by ``Llama`` and ``Engine`` alike.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import ValidationError
+import numpy as np
+
+from ..errors import ValidationError
 from .sampling import SamplingParams
 
-__all__ = ["CompletionOptions", "StopMatcher", "split_options"]
+__all__ = ["CompletionOptions", "check_logit_bias", "check_logprobs", "check_max_tokens", "check_stop",
+           "parse_logit_bias", "split_options"]
 
 MAX_STOP_STRINGS = 128
 MAX_STOP_CHARS = 1024
 MAX_TOKENS_LIMIT = 1 << 24
 MAX_LOGPROBS = 100
 TRUNCATE_POLICIES = (None, "error", "left")
+_TOKEN_ID = re.compile(r"-?[0-9]{1,10}")
 
 _SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingParams))
 # Accepted for compatibility, with no effect: tail-free sampling left llama.cpp in 2024.
@@ -61,19 +64,13 @@ class CompletionOptions:
     truncate: str | None = None
     model: str | None = None
     add_special: bool = True
-    parse_special: bool = False
+    parse_special: bool = True  # as llama-cpp-python's create_completion and llama-server
 
     def validate(self) -> None:
-        mt = self.max_tokens
-        if mt is not None and (isinstance(mt, bool) or not isinstance(mt, int) or not -1 <= mt <= MAX_TOKENS_LIMIT):
-            raise ValidationError(f"max_tokens must be None or an integer in [-1, {MAX_TOKENS_LIMIT}] "
-                                  f"(0 or -1: until the context ends), got {mt!r}", param="max_tokens")
+        check_max_tokens(self.max_tokens)
         if self.suffix is not None and not isinstance(self.suffix, str):
             raise ValidationError("suffix must be a string", param="suffix")
-        lp = self.logprobs
-        if lp is not None and (isinstance(lp, bool) or not isinstance(lp, int) or not 0 <= lp <= MAX_LOGPROBS):
-            raise ValidationError(f"logprobs must be None or an integer in [0, {MAX_LOGPROBS}], got {lp!r}",
-                                  param="logprobs")
+        check_logprobs(self.logprobs)
         for name in ("echo", "stream", "reset_kv_cache", "add_special", "parse_special"):
             if not isinstance(getattr(self, name), bool):
                 raise ValidationError(f"{name} must be True or False", param=name)
@@ -88,33 +85,6 @@ class CompletionOptions:
             raise ValidationError("model must be a string", param="model")
         self.logits_processor = _processors(self.logits_processor)
         self.loras = _loras(self.loras)
-
-    def stop_lists(self, n_vocab: int) -> tuple[tuple[str, ...], frozenset[int]]:
-        """(stop strings, stop token ids), checked."""
-        stop = self.stop
-        if stop is None:
-            return (), frozenset()
-        items = [stop] if isinstance(stop, (str, int)) else stop
-        if not isinstance(items, Iterable) or isinstance(items, (bytes, Mapping)):
-            raise ValidationError("stop must be a string, a token id, or a list of them", param="stop")
-        items = list(items)
-        if len(items) > MAX_STOP_STRINGS:
-            raise ValidationError(f"at most {MAX_STOP_STRINGS} stop entries, got {len(items)}", param="stop")
-        strings, tokens = [], set()
-        for item in items:
-            if isinstance(item, str):
-                if len(item) > MAX_STOP_CHARS:
-                    raise ValidationError(f"stop strings are limited to {MAX_STOP_CHARS} characters", param="stop")
-                if item:
-                    strings.append(item)
-            elif isinstance(item, int) and not isinstance(item, bool):
-                if not 0 <= item < n_vocab:
-                    raise ValidationError(f"stop token {item} is outside the vocabulary [0, {n_vocab})",
-                                          param="stop")
-                tokens.add(item)
-            else:
-                raise ValidationError(f"stop entries must be strings or token ids, got {item!r}", param="stop")
-        return tuple(dict.fromkeys(strings)), frozenset(tokens)
 
 
 _OPTION_FIELDS = frozenset(f.name for f in fields(CompletionOptions))
@@ -167,25 +137,28 @@ def split_options(options: Mapping[str, Any], base: SamplingParams) -> tuple[Com
         elif key not in _IGNORED and key != "sampling":
             raise TypeError(f"unexpected keyword argument {key!r}")
     if "logit_bias" in changes and changes["logit_bias"] is not None:
-        changes["logit_bias"] = _logit_bias(changes["logit_bias"])
+        changes["logit_bias"] = parse_logit_bias(changes["logit_bias"])
     params = sampling.updated(**changes)
     params.validate()
     return CompletionOptions(**opts), params
 
 
-def _logit_bias(bias) -> dict[int, float]:
-    """Keys may be ints or digit strings (JSON objects have string keys)."""
+def parse_logit_bias(bias, *, clamp: float | None = None) -> dict[int, float]:
+    """Keys may be ints or ASCII digit strings (JSON objects have string keys); ``clamp``
+    bounds the values (OpenAI's API takes [-100, 100]; llama-cpp-python allows -inf)."""
     if not isinstance(bias, Mapping):
         raise ValidationError("logit_bias must map token ids to numbers", param="logit_bias")
     out = {}
     for key, value in bias.items():
-        try:
+        if isinstance(key, str) and _TOKEN_ID.fullmatch(key):  # not str.isdigit(): it passes '³'
             token = int(key)
-        except (TypeError, ValueError):
-            raise ValidationError(f"logit_bias key {key!r} is not a token id", param="logit_bias") from None
+        elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            token = int(key)
+        else:
+            raise ValidationError(f"logit_bias key {key!r} is not a token id", param="logit_bias")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise ValidationError(f"logit_bias[{key!r}] must be a number", param="logit_bias")
-        out[token] = float(value)
+        out[token] = float(value) if clamp is None else max(-clamp, min(clamp, float(value)))
     return out
 
 
@@ -196,40 +169,42 @@ def check_logit_bias(bias: Mapping[int, float] | None, n_vocab: int) -> None:
                                   param="logit_bias")
 
 
-class StopMatcher:
-    """Find the first stop string in streamed text.
+def check_stop(stop, n_vocab: int) -> tuple[tuple[str, ...], frozenset[int]]:
+    """(stop strings, stop token ids) from a string, a token id, or a list of them."""
+    if stop is None:
+        return (), frozenset()
+    items = [stop] if isinstance(stop, (str, int)) else stop
+    if not isinstance(items, Iterable) or isinstance(items, (bytes, Mapping)):
+        raise ValidationError("stop must be a string, a token id, or a list of them", param="stop")
+    items = list(items)
+    if len(items) > MAX_STOP_STRINGS:
+        raise ValidationError(f"at most {MAX_STOP_STRINGS} stop entries, got {len(items)}", param="stop")
+    strings, tokens = [], set()
+    for item in items:
+        if isinstance(item, str):
+            if len(item) > MAX_STOP_CHARS:
+                raise ValidationError(f"stop strings are limited to {MAX_STOP_CHARS} characters", param="stop")
+            if item:
+                strings.append(item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not 0 <= item < n_vocab:
+                raise ValidationError(f"stop token {item} is outside the vocabulary [0, {n_vocab})",
+                                      param="stop")
+            tokens.add(item)
+        else:
+            raise ValidationError(f"stop entries must be strings or token ids, got {item!r}", param="stop")
+    return tuple(dict.fromkeys(strings)), frozenset(tokens)
 
-    ``feed(text)`` returns ``(safe_text, hit)``: text that can no longer be part of a stop
-    string is released; a suffix that is a prefix of some stop string is held back. Work
-    per call is bounded by the longest stop string, never by the length of the output.
-    """
 
-    __slots__ = ("stops", "_prefixes", "_longest", "_held")
+def check_max_tokens(value) -> None:
+    """None, 0 or -1: until an end-of-generation token or the end of the context."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not -1 <= value <= MAX_TOKENS_LIMIT):
+        raise ValidationError(f"max_tokens must be None or an integer in [-1, {MAX_TOKENS_LIMIT}] "
+                              f"(0 or -1: until the context ends), got {value!r}", param="max_tokens")
 
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = tuple(stops)
-        self._prefixes = frozenset(s[:i] for s in self.stops for i in range(1, len(s)))
-        self._longest = max(map(len, self.stops))
-        self._held = ""
 
-    def feed(self, text: str) -> tuple[str, bool]:
-        buf = self._held + text if self._held else text
-        cut = -1
-        for stop in self.stops:
-            at = buf.find(stop)
-            if at != -1 and (cut == -1 or at < cut):
-                cut = at
-        if cut != -1:
-            self._held = ""
-            return buf[:cut], True
-        keep = 0
-        for size in range(min(len(buf), self._longest - 1), 0, -1):
-            if buf[-size:] in self._prefixes:
-                keep = size
-                break
-        self._held = buf[len(buf) - keep:] if keep else ""
-        return (buf[: len(buf) - keep] if keep else buf), False
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held
+def check_logprobs(value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LOGPROBS):
+        raise ValidationError(f"logprobs must be None or an integer in [0, {MAX_LOGPROBS}], got {value!r}",
+                              param="logprobs")

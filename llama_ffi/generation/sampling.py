@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Mapping
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 
 @dataclass(kw_only=True)
@@ -81,7 +81,7 @@ class SamplingParams:
     def build_chain(self, vocab, *, grammar=None, extra=()):
         """A :class:`SamplerChain` for ``vocab``; ``grammar`` is a ``(text, root, lazy
         triggers)`` sampler spec or a ready Sampler; ``extra`` samplers run after it."""
-        from .native.sampler import Sampler, SamplerChain
+        from ..native.sampler import Sampler, SamplerChain
 
         self.validate()
         n_vocab, samplers = vocab.n_tokens, []
@@ -131,7 +131,7 @@ class SamplingParams:
         top-k's survivors anyway. Not for chains whose samplers must see the whole
         vocabulary or keep history (penalties, DRY, mirostat, top-n-sigma) or for greedy.
         """
-        from .native.sampler import Sampler, SamplerChain
+        from ..native.sampler import Sampler, SamplerChain
 
         self.validate()
         if (self.temperature <= 0 or self.top_k <= 0 or self.mirostat_mode or self.top_n_sigma > 0
