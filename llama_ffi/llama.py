@@ -4,7 +4,10 @@ Code written for llama-cpp-python moves over by changing the import. The class i
 construction sorts keyword arguments into typed groups (:class:`ModelParams`,
 :class:`ContextParams`, :class:`LlamaSettings`); completion is the engine in
 ``completion.py``, chat in ``llama_chat.py``, embeddings in ``llama_embed.py``, asyncio in
-``llama_async.py`` and the Hugging Face hub in ``hub.py``.
+``llama_async.py``, the Hugging Face hub in ``hub.py``, the token-level API (``eval``,
+``sample``, ``generate``, ``input_ids``, ``scores``, ``LlamaTokenizer``) in
+``llama_tokens.py`` and prompt caches in ``llama_cache.py``. docs/api.md maps every public
+name of llama-cpp-python's ``Llama`` to this one.
 
 >>> with Llama("model.gguf", n_ctx=2048, verbose=False) as llm:
 ...     llm("Q: Name the planets. A:", max_tokens=32, stop=["Q:"])["choices"][0]["text"]
@@ -16,14 +19,15 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import completion
+from . import completion, llama_tokens
 from .generation.options import split_options
 from .errors import ValidationError
 from .native import Context, ContextParams, LoraAdapter, Model, ModelParams
@@ -48,8 +52,10 @@ class LlamaSettings:
     ``chat_format``: a named format (``"chatml"``...) instead of the GGUF template;
     ``chat_handler``: a llama-cpp-python style callable that answers chat requests.
     ``lora_path``/``lora_scale``: an adapter applied to every call unless ``loras=`` says
-    otherwise. ``verbose``: llama.cpp's log on stderr. ``logits_all``, ``last_n_tokens_size``,
-    ``numa``, ``lora_base``, ``tokenizer`` and ``spm_infill`` are accepted for compatibility.
+    otherwise. ``verbose``: llama.cpp's log on stderr. ``logits_all``: ``eval`` keeps every
+    token's logits in ``scores``. ``last_n_tokens_size``: how many recent tokens the repeat
+    penalties look at. ``numa``, ``lora_base``, ``tokenizer`` and ``spm_infill`` are accepted
+    for compatibility, with no effect.
     """
 
     seed: int = LLAMA_DEFAULT_SEED
@@ -73,11 +79,17 @@ class LlamaSettings:
             raise ValidationError("chat_format must be a format name", param="chat_format")
         if self.chat_handler is not None and not callable(self.chat_handler):
             raise ValidationError("chat_handler must be callable", param="chat_handler")
+        n = self.last_n_tokens_size
+        if isinstance(n, bool) or not isinstance(n, int) or not -1 <= n <= 1 << 24:
+            raise ValidationError("last_n_tokens_size must be an integer in [-1, 2**24]", param="last_n_tokens_size")
         if self.draft_model is not None:
             raise ValidationError("speculative decoding (draft_model) is not supported", param="draft_model")
 
 
 _SETTINGS_KEYS = frozenset(f.name for f in fields(LlamaSettings))
+# llama-cpp-python's plain attributes that mirror a setting of the same name.
+_SETTING_ATTRIBUTES = ("chat_format", "chat_handler", "verbose", "lora_path", "lora_scale", "lora_base",
+                       "last_n_tokens_size", "numa", "spm_infill", "draft_model")
 
 
 def _sort_kwargs(kwargs: Mapping[str, Any], model_params, context_params):
@@ -167,11 +179,23 @@ class Llama:
             self._model.close()
             raise
         seed = settings.seed
-        self.sampling = SamplingParams(seed=None if seed in (-1, LLAMA_DEFAULT_SEED) else seed)
-        self.chat_format = settings.chat_format
-        self.chat_handler = settings.chat_handler
-        self.verbose = settings.verbose
+        self.sampling = SamplingParams(seed=None if seed in (-1, LLAMA_DEFAULT_SEED) else seed,
+                                       penalty_last_n=settings.last_n_tokens_size)
         self.model_params, self.context_params = mp, cp
+        self._set_compat_attributes()
+
+    def _set_compat_attributes(self) -> None:
+        """llama-cpp-python's plain attributes (settings, sizes, the cache, the tokenizer)."""
+        settings, mp, cp, ctx = self.settings, self.model_params, self.context_params, self._context
+        for name in _SETTING_ATTRIBUTES:
+            setattr(self, name, getattr(settings, name))
+        self.tensor_split, self.kv_overrides = mp.tensor_split, mp.kv_overrides
+        self.n_batch = min(ctx.n_batch, ctx.n_ctx)
+        self.n_threads = cp.n_threads or os.cpu_count() or 1
+        self.n_threads_batch = cp.n_threads_batch or self.n_threads
+        self.cache = None  # a prompt cache: see set_cache
+        self.tokenizer_ = llama_tokens.LlamaTokenizer(self)
+        self._scores = llama_tokens.Scores(ctx.n_ctx if settings.logits_all else self.n_batch, self.n_vocab())
 
     # --- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
@@ -215,14 +239,36 @@ class Llama:
 
         return llama_html(self)
 
+    def __getstate__(self) -> dict:
+        """Pickling keeps how to rebuild (path, parameters, settings, current seed), not the
+        KV cache; unpickling loads the model again, like llama-cpp-python."""
+        seed = self.sampling.seed
+        settings = replace(self.settings, seed=LLAMA_DEFAULT_SEED if seed is None else seed,
+                           chat_format=self.chat_format, chat_handler=self.chat_handler, verbose=self.verbose)
+        return {"model_path": self.model_path, "model_params": replace(self.model_params, progress=None),
+                "context_params": self.context_params, "settings": settings}
+
+    def __setstate__(self, state: dict) -> None:
+        settings = state["settings"]
+        self.__init__(state["model_path"], model_params=state["model_params"],
+                      context_params=state["context_params"],
+                      **{f.name: getattr(settings, f.name) for f in fields(settings)})
+
     # --- the native objects ---------------------------------------------------------------
     @property
     def model(self) -> Model:
+        """The :class:`~llama_ffi.native.Model` (llama-cpp-python: the raw pointer; here
+        ``llm.model.ptr``)."""
         return self._model
 
     @property
     def context(self) -> Context:
         return self._context
+
+    @property
+    def ctx(self):
+        """The raw ``llama_context *`` (a cffi pointer, for ``llama_ffi.native``'s lib)."""
+        return self._context.ptr
 
     @property
     def stats(self) -> completion.EngineStats:
@@ -246,13 +292,16 @@ class Llama:
         opts, params = split_options(options, self.sampling)
         opts.suffix, opts.max_tokens = suffix, max_tokens
         run = self._engine.prepare(prompt, opts, params)
-        if opts.stream:
-            return completion.stream(self._engine, run, params)
-        return completion.complete(self._engine, run, params)
+        finish = completion.stream if opts.stream else completion.complete
+        if self.cache is None:
+            return finish(self._engine, run, params)
+        from .llama_cache import cached
+
+        return cached(self, run, lambda: finish(self._engine, run, params), opts.stream)
 
     __call__ = create_completion
 
-    def generate(self, prompt: str | list[int], **options: Any) -> str:
+    def generate_text(self, prompt: str | list[int], **options: Any) -> str:
         """Just the generated text (options as for create_completion; ``max_tokens`` 16)."""
         options.pop("stream", None)
         return self.create_completion(prompt, **options)["choices"][0]["text"]
@@ -277,6 +326,63 @@ class Llama:
 
         return create_chat_completion(self, messages, **options)
 
+    def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any):
+        """``create_chat_completion`` as the ``openai`` package's ChatCompletion (or an
+        iterator of ChatCompletionChunk with stream=True); needs ``pip install openai``."""
+        from .llama_chat import create_chat_completion_openai_v1
+
+        return create_chat_completion_openai_v1(self, *args, **kwargs)
+
+    # --- llama-cpp-python's token-level API (llama_tokens.py) ------------------------------
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Decode ``tokens`` after the ``n_tokens`` already evaluated."""
+        llama_tokens.evaluate(self, tokens)
+
+    def sample(self, *, idx: int | None = None, logits_processor=None, grammar=None, **sampling: Any) -> int:
+        """A token from the logits of evaluated token ``idx`` (default: the last). Keywords:
+        llama-cpp-python's (top_k=40, top_p=0.95, min_p=0.05, typical_p=1.0, temp=0.8,
+        repeat/frequency/presence_penalty, mirostat_mode/tau/eta; tfs_z, penalize_nl ignored)."""
+        return llama_tokens.sample(self, idx=idx, logits_processor=logits_processor, grammar=grammar, **sampling)
+
+    def generate(self, tokens: Sequence[int], *, reset: bool = True, logits_processor=None,
+                 stopping_criteria=None, grammar=None, **sampling: Any) -> Iterator[int]:
+        """Yield sampled token ids (end-of-generation ones too) until the caller stops, as
+        llama-cpp-python's ``generate``; sampling keywords as for :meth:`sample`. For text,
+        use :meth:`generate_text` or :meth:`create_completion`."""
+        return llama_tokens.generate(self, tokens, reset=reset, logits_processor=logits_processor,
+                                     stopping_criteria=stopping_criteria, grammar=grammar, **sampling)
+
+    @property
+    def n_tokens(self) -> int:
+        """How many tokens the KV cache holds (set it lower to forget the rest)."""
+        return len(self._engine.cache)
+
+    @n_tokens.setter
+    def n_tokens(self, value: int) -> None:
+        llama_tokens.set_n_tokens(self, value)
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        """``(n_ctx,)`` intc array whose first ``n_tokens`` are the evaluated tokens (a copy)."""
+        return llama_tokens.input_ids(self)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """``(n_ctx, n_vocab)`` float32 logits per evaluated token (``(n_batch, n_vocab)``
+        without ``logits_all``); rows are filled by ``eval`` with ``logits_all=True``."""
+        return llama_tokens.scores(self)
+
+    @property
+    def eval_tokens(self) -> deque:
+        return deque(self._engine.cache, maxlen=self.n_ctx())
+
+    @property
+    def eval_logits(self) -> deque:
+        return llama_tokens.eval_logits(self)
+
+    logits_to_logprobs = staticmethod(llama_tokens.logits_to_logprobs)
+    longest_token_prefix = staticmethod(llama_tokens.longest_token_prefix)
+
     # --- embeddings -----------------------------------------------------------------------
     def create_embedding(self, input: str | list[str], model: str | None = None) -> dict:  # noqa: A002
         from .llama_embed import create_embedding
@@ -293,6 +399,10 @@ class Llama:
         from .llama_embed import rerank
 
         return rerank(self, query, documents)
+
+    def pooling_type(self) -> int:
+        """The context's ``enum llama_pooling_type`` value (0 none, 1 mean, 2 cls, 3 last, 4 rank)."""
+        return self._context.pooling_type
 
     # --- async ------------------------------------------------------------------------------
     async def create_completion_async(self, prompt, **options):
@@ -313,23 +423,15 @@ class Llama:
     # --- tokens ---------------------------------------------------------------------------
     def tokenize(self, text: bytes | str, add_bos: bool = True, special: bool = False) -> list[int]:
         """Token ids of ``text`` (UTF-8 bytes, as in llama-cpp-python, or str)."""
-        if isinstance(text, (bytes, bytearray)):
-            try:
-                text = bytes(text).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValidationError(f"text is not valid UTF-8: {exc}", param="text") from None
-        if not isinstance(text, str):
-            raise ValidationError("text must be bytes or str", param="text")
-        return self._model.vocab.tokenize(text, add_special=bool(add_bos), parse_special=bool(special))
+        return llama_tokens.tokenize(self._model.vocab, text, add_bos, special)
 
     def detokenize(self, tokens: list[int], prev_tokens: list[int] | None = None, special: bool = False) -> bytes:
         """The bytes ``tokens`` spell; with ``prev_tokens`` only what ``tokens`` add."""
-        vocab = self._model.vocab
-        if not prev_tokens:
-            return vocab.detokenize(tokens, unparse_special=special)
-        whole = vocab.detokenize(list(prev_tokens) + list(tokens), unparse_special=special)
-        head = vocab.detokenize(prev_tokens, unparse_special=special)
-        return whole[len(head):] if whole.startswith(head) else whole
+        return llama_tokens.detokenize(self._model.vocab, tokens, prev_tokens, special)
+
+    def tokenizer(self) -> llama_tokens.LlamaTokenizer:
+        """A ``LlamaTokenizer`` for this model (tokenize, detokenize, encode, decode)."""
+        return llama_tokens.LlamaTokenizer(self)
 
     def token_bos(self) -> int:
         bos = self._model.vocab.bos
@@ -359,13 +461,16 @@ class Llama:
         try:
             data = self._context.state_bytes()
             ids = np.asarray(engine.cache, dtype=np.intc)
+            rows = self.scores[: len(ids)].copy() if self.settings.logits_all else None
         finally:
             engine.release()
         seed = self.sampling.seed
-        return LlamaState(input_ids=ids, scores=None, n_tokens=len(ids), llama_state=data,
+        return LlamaState(input_ids=ids, scores=rows, n_tokens=len(ids), llama_state=data,
                           llama_state_size=len(data), seed=LLAMA_DEFAULT_SEED if seed is None else seed)
 
     def load_state(self, state: LlamaState) -> None:
+        """Restore a saved context: KV cache, evaluated tokens, their ``scores`` rows (when
+        saved with logits_all) and the seed."""
         if not isinstance(state, LlamaState):
             raise ValidationError("load_state takes what save_state returned", param="state")
         engine = self._engine
@@ -375,8 +480,10 @@ class Llama:
             self._context.load_state_bytes(state.llama_state)
             engine.cache = [int(t) for t in state.input_ids[: state.n_tokens]]
             engine.loop.pos = len(engine.cache)
+            self._scores.restore(engine.cache, state.scores)
         finally:
             engine.release()
+        self.sampling = replace(self.sampling, seed=None if state.seed in (-1, LLAMA_DEFAULT_SEED) else state.seed)
 
     def reset(self) -> None:
         """Forget the KV cache (the next call decodes its whole prompt)."""
@@ -392,6 +499,13 @@ class Llama:
     def set_seed(self, seed: int) -> None:
         self.sampling = self.sampling.updated(seed=seed)
         self.sampling.validate()
+
+    def set_cache(self, cache) -> None:
+        """Use a prompt cache (``llama_ffi.llama_cache.LlamaRAMCache()``; None: none): see
+        llama_cache.py."""
+        if cache is not None and not all(hasattr(cache, m) for m in ("__getitem__", "__setitem__", "__contains__")):
+            raise ValidationError("cache must be a LlamaRAMCache or offer the same mapping methods", param="cache")
+        self.cache = cache
 
     # --- LoRA -------------------------------------------------------------------------------
     def load_lora(self, path: str | os.PathLike) -> LoraAdapter:

@@ -23,7 +23,7 @@ from .chat.pipeline import (
 from .generation.options import split_options
 from .generation.results import usage
 
-__all__ = ["create_chat_completion"]
+__all__ = ["create_chat_completion", "create_chat_completion_openai_v1"]
 
 
 def create_chat_completion(llama, messages: Sequence[Mapping[str, Any]], **options: Any):
@@ -46,10 +46,28 @@ def create_chat_completion(llama, messages: Sequence[Mapping[str, Any]], **optio
     engine = llama._engine
     run = engine.prepare(request.prompt, opts, params)
     run.id = "chat" + run.id  # chatcmpl-...
-    if opts.stream:
-        return _stream(engine, request, run, params)
-    text = "".join(engine.generate(run, params))
-    return _response(engine, request, run, text)
+
+    def finish():
+        if opts.stream:
+            return _stream(engine, request, run, params)
+        return _response(engine, request, run, "".join(engine.generate(run, params)))
+    if llama.cache is None:
+        return finish()
+    from .llama_cache import cached
+
+    return cached(llama, run, finish, opts.stream)
+
+
+def create_chat_completion_openai_v1(llama, *args: Any, **kwargs: Any):
+    """The chat completion as the ``openai`` package's pydantic types (llama-cpp-python's
+    ``create_chat_completion_openai_v1``)."""
+    try:
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+    except ImportError:
+        raise ImportError("create_chat_completion_openai_v1 needs the openai package: pip install openai") from None
+    if kwargs.get("stream", False):
+        return (ChatCompletionChunk(**chunk) for chunk in llama.create_chat_completion(*args, **kwargs))
+    return ChatCompletion(**llama.create_chat_completion(*args, **kwargs))
 
 
 def _chat_logprobs(engine, collector, start: int = 0) -> dict | None:

@@ -20,12 +20,12 @@ def test_async_stream(llama):
         return [chunk async for chunk in stream]
 
     chunks = asyncio.run(collect())
-    assert "".join(c["choices"][0]["text"] for c in chunks) == llama.generate(PROMPT, max_tokens=6, **GREEDY)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == llama.generate_text(PROMPT, max_tokens=6, **GREEDY)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
 
 def test_concurrent_tasks_serialise(llama):
-    reference = llama.generate(PROMPT, max_tokens=5, **GREEDY)
+    reference = llama.generate_text(PROMPT, max_tokens=5, **GREEDY)
 
     async def many():
         calls = [llama.create_completion_async(PROMPT, max_tokens=5, **GREEDY) for _ in range(3)]
@@ -50,7 +50,7 @@ def test_cancelling_a_task_stops_generation(llama):
 
     assert asyncio.run(cancel_soon())
     # the worker stops within a token and releases the Llama
-    assert llama.generate(PROMPT, max_tokens=3, **GREEDY) == llama.generate(PROMPT, max_tokens=3, **GREEDY)
+    assert llama.generate_text(PROMPT, max_tokens=3, **GREEDY) == llama.generate_text(PROMPT, max_tokens=3, **GREEDY)
     assert llama.stats.generated_tokens > 0
 
 
@@ -67,7 +67,7 @@ def test_leaving_an_async_stream_early(llama):
         return got
 
     assert len(asyncio.run(partial())) == 3
-    assert llama.generate(PROMPT, max_tokens=2, **GREEDY)
+    assert llama.generate_text(PROMPT, max_tokens=2, **GREEDY)
 
 
 def test_embedding_async(embedder):

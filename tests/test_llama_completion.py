@@ -82,7 +82,7 @@ def test_stream_concatenates_to_the_same_text(llama):
 def test_multibyte_text_is_never_split(llama):
     prompt = "Translate to Japanese: good morning ->"
     pieces = list(llama.generate_stream(prompt, max_tokens=20, **GREEDY))
-    whole = llama.generate(prompt, max_tokens=20, **GREEDY)
+    whole = llama.generate_text(prompt, max_tokens=20, **GREEDY)
     assert "".join(pieces) == whole
     assert all("\ufffd" not in p for p in pieces) or "\ufffd" in whole
 
@@ -254,8 +254,8 @@ def test_grammar_constrains_output(llama):
 
 def test_sampling_params_object_is_reused(llama):
     params = SamplingParams(temperature=0.0)
-    a = llama.generate(PROMPT, sampling=params, max_tokens=6)
-    assert a == llama.generate(PROMPT, sampling=params, max_tokens=6) == text_of(llama(PROMPT, max_tokens=6, **GREEDY))
+    a = llama.generate_text(PROMPT, sampling=params, max_tokens=6)
+    assert a == llama.generate_text(PROMPT, sampling=params, max_tokens=6) == text_of(llama(PROMPT, max_tokens=6, **GREEDY))
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -102,7 +102,7 @@ def test_from_pretrained_glob_downloads_and_loads(hub, tmp_path):
     with Llama.from_pretrained("test-org/smol-GGUF", "*Q4_1.gguf", endpoint=hub, cache_dir=tmp_path,
                                n_ctx=128, verbose=False) as llm:
         assert Path(llm.model_path).name == "smol-Q4_1.gguf" and str(tmp_path) in llm.model_path
-        assert llm.generate("Hi", max_tokens=2, temperature=0)
+        assert llm.generate_text("Hi", max_tokens=2, temperature=0)
     assert any("resolve" in line for line in _Hub.log)
 
 

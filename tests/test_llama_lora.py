@@ -38,13 +38,13 @@ def test_loras_per_call(llama, tmp_path):
     first = llama.load_lora(make_adapter(tmp_path / "a.gguf", 0))
     second = llama.load_lora(make_adapter(tmp_path / "b.gguf", 1))
     kw = {"max_tokens": 6, "temperature": 0.0}
-    base = llama.generate(PROMPT, **kw)
-    with_first = llama.generate(PROMPT, loras={first: 1.0}, **kw)
+    base = llama.generate_text(PROMPT, **kw)
+    with_first = llama.generate_text(PROMPT, loras={first: 1.0}, **kw)
     assert with_first != base
     assert llama.stats.last_reused == 0  # the cache held keys/values of other weights
-    assert llama.generate(PROMPT, loras={first: 1.0}, **kw) == with_first
-    both = llama.generate(PROMPT, loras={first: 1.0, second: 1.0}, **kw)
+    assert llama.generate_text(PROMPT, loras={first: 1.0}, **kw) == with_first
+    both = llama.generate_text(PROMPT, loras={first: 1.0, second: 1.0}, **kw)
     assert both != with_first
-    assert llama.generate(PROMPT, loras={first: 0.0}, **kw) == base
-    assert llama.generate(PROMPT, **kw) == base  # back to no adapter
+    assert llama.generate_text(PROMPT, loras={first: 0.0}, **kw) == base
+    assert llama.generate_text(PROMPT, **kw) == base  # back to no adapter
     assert llama.context.loras == {}

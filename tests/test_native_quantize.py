@@ -23,7 +23,7 @@ def test_requantized_model_loads_and_generates(model_path, tmp_path, ftype, larg
     assert (dst.stat().st_size > model_path.stat().st_size) == larger  # 8.5 / 4.5 bits vs Q4_1's 5
     with Llama(str(dst), n_ctx=128, verbose=False) as llm:
         assert llm.model.description.endswith(ftype)
-        assert llm.generate("The capital of France is", max_tokens=4, temperature=0)
+        assert llm.generate_text("The capital of France is", max_tokens=4, temperature=0)
 
 
 def test_refusals_before_c(model_path, tmp_path):

@@ -21,7 +21,7 @@ GREEDY = {"max_tokens": 8, "temperature": 0.0}
 
 
 def test_two_threads_on_one_llama_equal_sequential(llama):
-    want = {p: llama.generate(p, **GREEDY) for p in PROMPTS}
+    want = {p: llama.generate_text(p, **GREEDY) for p in PROMPTS}
     got: dict[str, str] = {}
     errors: list[BaseException] = []
 
@@ -29,7 +29,7 @@ def test_two_threads_on_one_llama_equal_sequential(llama):
         try:
             for _ in range(2):
                 for p in prompts:
-                    text = llama.generate(p, **GREEDY)
+                    text = llama.generate_text(p, **GREEDY)
                     assert got.setdefault(p, text) == text
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -47,7 +47,7 @@ def test_cancel_mid_prefill_then_reuse(model_path):
 
     with Llama(str(model_path), n_ctx=2048, n_batch=512, verbose=False) as llm:
         prompt = "alpha beta gamma delta " * 380  # ~1,500 tokens
-        want = llm.generate("Hello", **GREEDY)
+        want = llm.generate_text("Hello", **GREEDY)
         cancel = threading.Event()
         timer = threading.Timer(0.05, cancel.set)
         timer.start()
@@ -56,12 +56,12 @@ def test_cancel_mid_prefill_then_reuse(model_path):
         timer.join()
         assert 0 < llm.stats.last_prefill  # it had started
         assert len(llm._engine.cache) < len(llm.tokenize(prompt.encode()))  # and had not finished
-        assert llm.generate("Hello", **GREEDY) == want
-        assert llm.generate(prompt[:200], **GREEDY)  # a prefix of the cancelled prompt is fine too
+        assert llm.generate_text("Hello", **GREEDY) == want
+        assert llm.generate_text(prompt[:200], **GREEDY)  # a prefix of the cancelled prompt is fine too
 
 
 def test_cancel_mid_decode_then_reuse(llama):
-    want = llama.generate("Once upon a time", **GREEDY)
+    want = llama.generate_text("Once upon a time", **GREEDY)
     cancel = threading.Event()
     timer = threading.Timer(0.3, cancel.set)
     timer.start()
@@ -74,7 +74,7 @@ def test_cancel_mid_decode_then_reuse(llama):
     stream = llama.create_completion("Tell me a story.", max_tokens=400, stream=True, cancel=cancel)
     with pytest.raises(CancelledError):  # already set: stops at the first token
         list(stream)
-    assert llama.generate("Once upon a time", **GREEDY) == want
+    assert llama.generate_text("Once upon a time", **GREEDY) == want
 
 
 def test_engine_cancel_then_reuse(model):

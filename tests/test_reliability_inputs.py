@@ -42,14 +42,14 @@ def llm(model_path):
 
 @pytest.fixture(scope="module")
 def reference(llm):
-    return llm.generate(PROBE, **GREEDY)
+    return llm.generate_text(PROBE, **GREEDY)
 
 
 @pytest.fixture
 def alive(llm, reference):
     """After the test: the same Llama still gives the reference answer."""
     yield
-    assert llm.generate(PROBE, **GREEDY) == reference
+    assert llm.generate_text(PROBE, **GREEDY) == reference
 
 
 # --- prompts -------------------------------------------------------------------------------
@@ -369,6 +369,6 @@ def test_lora_with_nan_alpha_loads_and_generates(llm, alive, tmp_path, adapter_b
     path = tmp_path / "nan.gguf"
     path.write_bytes(adapter_bytes.replace(struct.pack("<f", 8.0), struct.pack("<f", math.nan), 1))
     adapter = llm.load_lora(path)
-    llm.generate("Hi", loras={adapter: 1.0}, max_tokens=3, temperature=0.8)
+    llm.generate_text("Hi", loras={adapter: 1.0}, max_tokens=3, temperature=0.8)
     with pytest.raises(ValidationError):
-        llm.generate("Hi", loras={adapter: math.inf}, max_tokens=3)
+        llm.generate_text("Hi", loras={adapter: math.inf}, max_tokens=3)
