@@ -116,7 +116,8 @@ def server_command(kind: str, s: dict, port: int, n_ctx: int, n: int) -> list[st
         raise ToolMissing("llama-server not built: run `python3 scripts/build_libllama.py --tools all`")
     return [str(binary), "-m", s["model"], "--host", "127.0.0.1", "--port", str(port), "-c", str(n_ctx),
             "-np", str(n), "-kvu", "-t", str(s["threads"]), "-ngl", str(s["n_gpu_layers"]),
-            "-fa", "on" if s["flash_attn"] else "off", "--no-webui"]
+            "-fa", "on" if s["flash_attn"] else "off", "--no-webui",
+            *(["--backend-sampling"] if kind == "lcpp-bs" else [])]
 
 
 def measure_server(kind: str, s: dict, n: int, n_gen: int, reps: int) -> dict:

@@ -140,6 +140,7 @@ bench_one() {  # bench_one LABEL MODEL
   [ -f "$2" ] || { log "no $2: skipped (run the model or make8b stage)"; return 0; }
   log "bench $1 on $2"
   $PY -m scripts.bench --model "$2" --n-gpu-layers 99 --repeat "${REPEAT:-3}" --out "$OUT/bench-$1" \
+    ${WORKLOADS:+--workloads "$WORKLOADS"} \
     > "$OUT/bench-$1.log" 2>&1
   local r=$?
   tail -n 40 "$OUT/bench-$1.log"
