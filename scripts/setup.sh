@@ -20,7 +20,7 @@ spec="."
 if [ -n "${EXTRAS:-}" ]; then spec=".[${EXTRAS}]"; fi
 log=.venv/pip-install.log
 if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" >"$log" 2>&1; then
-    why=$(grep -E '^ERROR' "$log" | tail -n 1 || true)
+    why=$(grep -E '^ *ERROR' "$log" | tail -n 1 | sed 's/^ *//' || true)
     fail "installing llama_ffi and its dependencies ($spec) failed${why:+: $why}; full log in $log;" \
          "check the network or pip's index settings (pip config list), then run this again"
 fi
