@@ -38,6 +38,9 @@ class EngineConfig:
     flash_attn: str | bool | None = "auto"
     n_threads: int | None = None
     backend_sampling: bool | str = "auto"  # "auto": on when layers run on a GPU
+    # In the graph: "split" runs top-k there and the rest of the chain on the k candidates on
+    # the host; "whole" runs the whole chain there (see generation.chains.build_chains).
+    backend_chain: str = "split"
     # True: one pool of cells shared by all sequences (a request may use all of n_ctx;
     # prefixes are shared cell by cell). False: a stream of n_ctx / n_seq_max cells per
     # sequence, so attention reads only its own cells (faster with many short requests;
@@ -76,7 +79,10 @@ class Engine:
         backend = cfg.backend_sampling
         if backend == "auto":
             backend = cfg.n_gpu_layers != 0 and has_gpu()
-        self.scheduler = Scheduler(self.context, backend_sampling=bool(backend))
+        if cfg.backend_chain not in ("split", "whole"):
+            raise ValueError(f"backend_chain must be 'split' or 'whole', got {cfg.backend_chain!r}")
+        self.scheduler = Scheduler(self.context, backend_sampling=bool(backend),
+                                   split_chains=cfg.backend_chain == "split")
         self.name = Path(getattr(self.model, "path", "model")).name
         self._inbox: list[Request] = []
         self._lock = threading.Lock()

@@ -57,7 +57,7 @@ class Counters:
 class Scheduler:
     """Owns one Context. Not thread-safe: the engine thread alone calls ``step``."""
 
-    def __init__(self, context, *, backend_sampling: bool) -> None:
+    def __init__(self, context, *, backend_sampling: bool, split_chains: bool = True) -> None:
         self.ctx = context
         self.vocab = context.model.vocab
         self.pieces = self.vocab.pieces
@@ -69,6 +69,7 @@ class Scheduler:
         self.queue: collections.deque[Request] = collections.deque()
         self.running: list[Running] = []
         self.backend_sampling = backend_sampling
+        self.split_chains = split_chains
         self.counters = Counters()
 
     # --- admission ---------------------------------------------------------------------
@@ -169,7 +170,7 @@ class Scheduler:
     def _chains(self, request: Request):
         """(host chain, chain attached to the graph or None): see generation.chains. A
         resumed request's chain goes on from its tokens so far (grammar, penalties)."""
-        host, device = build_chains(request.spec, self.vocab, on_gpu=self.backend_sampling)
+        host, device = build_chains(request.spec, self.vocab, on_gpu=self.backend_sampling, split=self.split_chains)
         try:
             prime(host, request.spec, request.prompt, request.resumed_tokens)
         except BaseException:

@@ -16,19 +16,22 @@ from .spec import GenerationSpec
 __all__ = ["build_chains", "grammar_sampler", "prime", "uses_history"]
 
 
-def build_chains(spec: GenerationSpec, vocab, *, on_gpu: bool, host_logits: bool = False):
+def build_chains(spec: GenerationSpec, vocab, *, on_gpu: bool, host_logits: bool = False, split: bool = True):
     """``(host chain, chain to attach to the graph or None)``; the two may be one object.
 
     ``host_logits``: the caller edits or reads the logits row (logits processor, stopping
-    criteria), so nothing may run in the graph."""
+    criteria), so nothing may run in the graph. ``split=False`` puts the whole chain in the
+    graph (llama.cpp's in-graph top-p, min-p, temperature and dist, as llama-server's
+    ``--backend-sampling``): one token per sequence crosses to the host instead of top-k
+    candidates and their logits."""
     grammar = grammar_sampler(spec.grammar, vocab)
     sampling = spec.sampling
     in_graph = on_gpu and grammar is None and spec.logprobs is None and not host_logits and not uses_history(sampling)
     if not in_graph:
         return sampling.build_chain(vocab, grammar=grammar), None
-    split = sampling.backend_split(vocab)
-    if split is not None:
-        device, host = split
+    parts = sampling.backend_split(vocab) if split else None
+    if parts is not None:
+        device, host = parts
         return host, device
     chain = sampling.build_chain(vocab)
     return chain, chain

@@ -67,6 +67,10 @@ VARIANTS = {
     # name: (EngineConfig overrides, sampling factory, consumer)
     "temp0.8 device-split asyncio": ({"backend_sampling": True}, _temp, "asyncio"),
     "temp0.8 device-split no-consumer": ({"backend_sampling": True}, _temp, "none"),
+    "temp0.8 device-whole asyncio": ({"backend_sampling": True, "backend_chain": "whole"}, _temp, "asyncio"),
+    "temp0.8 device-whole asyncio kv-streams": ({"backend_sampling": True, "backend_chain": "whole",
+                                                 "kv_unified": False}, _temp, "asyncio"),
+    "temp0.8 device-split no-bias": ({"backend_sampling": True}, lambda i, ban: SamplingParams(seed=i), "asyncio"),
     "temp0.8 host asyncio": ({"backend_sampling": False}, _temp, "asyncio"),
     "greedy device asyncio": ({"backend_sampling": True}, _greedy, "asyncio"),
     "greedy host asyncio": ({"backend_sampling": False}, _greedy, "asyncio"),
@@ -106,7 +110,7 @@ def main() -> None:
     ngl = int(os.environ.get("N_GPU_LAYERS", "99"))
     if os.environ.get("SWITCH_INTERVAL"):  # the GIL hand-over interval, seconds (default 0.005)
         sys.setswitchinterval(float(os.environ["SWITCH_INTERVAL"]))
-    print(f"| variant | t/s | steps | step ms | decode ms | sample ms | other ms | wall/step ms |")
+    print("| variant | t/s | steps | step ms | decode ms | sample ms | other ms | wall/step ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (overrides, sampling, consumer) in VARIANTS.items():
         if only and not any(word in name for word in only.split(",")):
