@@ -392,13 +392,14 @@ def test_schema_as_json_text() -> None:
 @pytest.mark.parametrize(
     ("schema", "message"),
     [
-        ({"type": "integer", "multipleOf": 2}, "'multipleOf' is not supported"),
-        ({"not": {"type": "string"}}, "'not' is not supported"),
-        ({"type": "object", "patternProperties": {}}, "'patternProperties'"),
-        ({"type": "object", "minProperties": 1}, "'minProperties'"),
-        ({"if": {}, "then": {}}, "'if' is not supported"),
-        ({"type": "array", "contains": {}}, "'contains'"),
+        ({"type": "integer", "multipleOf": 0.1}, "'multipleOf' 0.1 is not supported"),
+        ({"not": {"pattern": "^a"}}, "'not' of a schema with 'pattern' is not supported"),
+        ({"type": "object", "patternProperties": {"^a": {}}, "properties": {"ab": {}}}, "'patternProperties'"),
+        ({"type": "object", "minProperties": 2}, "'minProperties' 2 would need 2 keys"),
+        ({"if": {"format": "date"}, "then": {}}, "'not' of a schema with 'format'"),
+        ({"type": "array", "contains": {"pattern": "^a"}, "maxContains": 1}, "maxContains"),
         ({"type": "array", "uniqueItems": True}, "uniqueItems"),
+        ({"type": "object", "unevaluatedProperties": False}, "'unevaluatedProperties' is not supported"),
         ({"type": "string", "nullable": True}, "use \"type\""),
         ({"type": "string", "format": "hostname"}, "format 'hostname' is not supported"),
         ({"type": "string", "pattern": "^a$", "maxLength": 3}, "cannot be combined"),
@@ -408,7 +409,7 @@ def test_schema_as_json_text() -> None:
         (False, "matches nothing"),
         ({"properties": {"a": False}, "required": ["a"]}, "matches nothing"),
         ({"type": "object", "required": ["a"], "additionalProperties": False}, "required property 'a'"),
-        ({"enum": ["a"], "minLength": 3}, "not supported"),
+        ({"enum": ["a"], "minLength": 3}, "no 'enum'/'const' value satisfies"),
         ({"type": "string", "enum": [1, 2]}, "no 'enum'/'const' value"),
         ({"type": "integer", "minimum": 5, "maximum": 4}, "no integer"),
         ({"type": "array", "minItems": 3, "maxItems": 2}, "no array"),
@@ -430,8 +431,9 @@ def test_unsupported_or_impossible_schemas_raise(schema: object, message: str) -
 
 
 def test_error_messages_name_the_schema_location() -> None:
-    schema = {"type": "object", "properties": {"inner": {"type": "array", "items": {"type": "integer", "multipleOf": 3}}}}
-    with pytest.raises(GrammarError, match=re.escape("#/properties/inner/items: keyword 'multipleOf'")):
+    inner = {"type": "array", "items": {"type": "integer", "multipleOf": 0.3}}
+    schema = {"type": "object", "properties": {"inner": inner}}
+    with pytest.raises(GrammarError, match=re.escape("#/properties/inner/items: 'multipleOf' 0.3 is not supported")):
         schema_to_gbnf(schema)
 
 

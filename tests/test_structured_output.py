@@ -109,3 +109,52 @@ def test_chat_json_object_response_format_validates(llm, seed):
     value = _check(choice["message"]["content"], choice["finish_reason"], {"type": "object"})
     assert isinstance(value, dict)
     VALIDATED.append(f"chat-json_object/seed{seed}")
+
+
+# -- keywords that count: minProperties/maxProperties and friends --------------------------------
+# Each prompt shows an example that breaks the schema (too many or too few properties, a
+# repeated item, a missing dependency), so a model that copies it is held to the schema only
+# by the grammar. One generation each (these four take about 3 s on two cores).
+PROFILE = {
+    "type": "object", "additionalProperties": False, "minProperties": 2, "maxProperties": 3,
+    "properties": {"name": {"type": "string", "maxLength": 20},
+                   "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                   "city": {"type": "string", "maxLength": 20}, "email": {"type": "string", "format": "email"},
+                   "admin": {"type": "boolean"}},
+}
+LABELS = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 12},
+          "propertyNames": {"pattern": "^[a-z]{1,10}$"}, "minProperties": 1, "maxProperties": 3}
+ORDER = {
+    "type": "object", "required": ["quantity", "sizes", "scores"], "additionalProperties": False,
+    "properties": {"quantity": {"type": "integer", "multipleOf": 5, "minimum": 5, "maximum": 100},
+                   "sizes": {"type": "array", "items": {"enum": ["S", "M", "L", "XL"]}, "uniqueItems": True,
+                             "minItems": 1},
+                   "scores": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9},
+                              "contains": {"const": 9}, "maxItems": 4},
+                   "gift": {"type": "boolean"}, "note": {"type": "string", "maxLength": 20}},
+    "dependentRequired": {"gift": ["note"]},
+    "if": {"properties": {"gift": {"const": True}}, "required": ["gift"]},
+    "then": {"properties": {"quantity": {"maximum": 20}}},
+}
+COUNTED = [
+    ("profile-too-many", PROFILE, "a user profile",
+     {"name": "Ann", "age": 31, "city": "Oslo", "email": "ann@example.com", "admin": True}, 1),
+    ("profile-too-few", PROFILE, "a user profile", {"name": "Ann"}, 2),
+    ("labels-map", LABELS, "labels of a server", {"env": "prod", "tier": "web", "zone": "eu", "team": "core"}, 3),
+    ("order", ORDER, "an order", {"quantity": 50, "sizes": ["M", "M"], "scores": [3, 4], "gift": True}, 2),
+]
+
+
+@pytest.mark.parametrize(("name", "schema", "what", "example", "seed"), COUNTED, ids=[c[0] for c in COUNTED])
+def test_generation_under_counting_keywords_validates(llm, name, schema, what, example, seed):
+    assert not jsonschema.Draft202012Validator(schema).is_valid(example)  # copying it would fail
+    grammar = LlamaGrammar.from_json_schema(schema, whitespace="compact")
+    messages = [{"role": "system", "content": "You reply with one short JSON value and nothing else."},
+                {"role": "user", "content": f"Write JSON for: {what}\nFor example: {json.dumps(example)}"}]
+    prompt = render_chat(llm.model.chat_template(), messages, add_generation_prompt=True)
+    out = llm.create_completion(prompt, grammar=grammar, max_tokens=128, seed=seed, **SAMPLING)
+    choice = out["choices"][0]
+    value = _check(choice["text"], choice["finish_reason"], schema)
+    if "minProperties" in schema:
+        assert schema["minProperties"] <= len(value) <= schema["maxProperties"]
+    VALIDATED.append(f"counted/{name}")

@@ -9,8 +9,10 @@ branches provably never overlap (then it means the same as ``anyOf``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,6 +21,7 @@ from ..errors import GrammarError
 __all__ = [
     "ANNOTATIONS",
     "JSON_KINDS",
+    "Unsatisfiable",
     "check_keyword_types",
     "check_one_of_disjoint",
     "count_keyword",
@@ -37,16 +40,24 @@ ANNOTATIONS = frozenset({
 })
 JSON_KINDS = ("object", "array", "string", "number", "boolean", "null")
 _TYPE_HINTS = {
-    "object": ("properties", "required", "additionalProperties"),
-    "array": ("items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"),
+    "object": ("properties", "required", "additionalProperties", "minProperties", "maxProperties",
+               "patternProperties", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"),
+    "array": ("items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems",
+              "contains", "minContains", "maxContains"),
     "string": ("minLength", "maxLength", "pattern", "format"),
-    "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"),
+    "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
 }
-_LOWER_BOUNDS = ("minimum", "exclusiveMinimum", "minLength", "minItems")
-_UPPER_BOUNDS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
+_LOWER_BOUNDS = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties", "minContains")
+_UPPER_BOUNDS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties", "maxContains")
+_CONDITIONAL = ("if", "then", "else")
 _MAX_REF_HOPS = 64
 _STRUCTURAL = {"properties", "items", "prefixItems", "$defs", "definitions", "anyOf", "oneOf", "allOf",
-               "additionalProperties", "additionalItems"}
+               "additionalProperties", "additionalItems", "patternProperties", "propertyNames", "contains",
+               "dependentSchemas", "dependencies", "not", "if", "then", "else"}
+
+
+class Unsatisfiable(GrammarError):
+    """No instance satisfies the schema: a union may drop such a branch and carry on."""
 
 Resolver = Callable[[str], Any]
 
@@ -59,6 +70,10 @@ _KEYWORD_TYPES: dict[str, tuple] = {
     "minimum": _NUMBER, "maximum": _NUMBER, "exclusiveMinimum": (*_NUMBER, bool),
     "exclusiveMaximum": (*_NUMBER, bool), "minLength": _NUMBER, "maxLength": _NUMBER, "minItems": _NUMBER,
     "maxItems": _NUMBER, "pattern": (str,), "format": (str,), "$ref": (str,), "uniqueItems": (bool,),
+    "multipleOf": _NUMBER, "minProperties": _NUMBER, "maxProperties": _NUMBER, "minContains": _NUMBER,
+    "maxContains": _NUMBER, "contains": (dict, bool), "patternProperties": (dict,), "propertyNames": (dict, bool),
+    "dependentRequired": (dict,), "dependentSchemas": (dict,), "dependencies": (dict,), "not": (dict, bool),
+    "if": (dict, bool), "then": (dict, bool), "else": (dict, bool),
 }
 
 
@@ -74,9 +89,16 @@ def check_keyword_types(schema: dict) -> None:
     for key in ("required", "type"):
         if isinstance(schema.get(key), list) and not all(isinstance(v, str) for v in schema[key]):
             raise GrammarError(f"'{key}' must list strings")
-    for key in ("properties", "$defs", "definitions"):
+    for key in ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas"):
         if not all(isinstance(sub, (dict, bool)) for sub in schema.get(key, {}).values()):
             raise GrammarError(f"every member of '{key}' must be a schema")
+    for key in ("dependentRequired", "dependencies"):
+        for names in schema.get(key, {}).values():
+            if key == "dependentRequired" and not isinstance(names, list) or not isinstance(names, (list, dict, bool)):
+                raise GrammarError(f"every member of '{key}' must be a list of names" +
+                                   (" or a schema" if key == "dependencies" else ""))
+            if isinstance(names, list) and not all(isinstance(name, str) for name in names):
+                raise GrammarError(f"'{key}' must list property names (strings)")
     for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
         if not all(isinstance(sub, (dict, bool)) for sub in schema.get(key, [])):
             raise GrammarError(f"every member of '{key}' must be a schema")
@@ -176,7 +198,7 @@ def _flatten(schemas: list, resolve: Resolver, depth: int = 0) -> list[dict]:
         if schema is True:
             continue
         if schema is False:
-            raise GrammarError("allOf contains false: nothing can match")
+            raise Unsatisfiable("allOf contains false: nothing can match")
         if not isinstance(schema, dict):
             raise GrammarError(f"allOf member must be a schema, not {schema!r}")
         if "allOf" in schema:
@@ -194,19 +216,56 @@ def _flatten(schemas: list, resolve: Resolver, depth: int = 0) -> list[dict]:
 
 
 def merge_all_of(schemas: list, resolve: Resolver) -> dict:
-    """One schema allowing exactly what every member of ``schemas`` allows."""
+    """One schema allowing exactly what every member of ``schemas`` allows (or, for
+    ``patternProperties`` across members, a little less)."""
     parts = _flatten(schemas, resolve)
     merged: dict[str, Any] = {}
     for part in parts:
         for key, value in part.items():
-            if key in ANNOTATIONS or key in ("properties", "additionalProperties"):
+            if key in ANNOTATIONS or key in _OBJECT_KEYS or key in _ARRAY_KEYS or key in _CONDITIONAL:
                 continue
             merged[key] = value if key not in merged else _merge_value(key, merged[key], value)
-    if any(key in part for part in parts for key in ("properties", "additionalProperties")):
+    if any(key in part for part in parts for key in _OBJECT_KEYS):
         _merge_objects(parts, merged)
+    if any(key in part for part in parts for key in _ARRAY_KEYS):
+        _merge_arrays(parts, merged)
+    conditionals = {_canonical({k: part[k] for k in _CONDITIONAL if k in part}) for part in parts if "if" in part}
+    if len(conditionals) > 1:
+        raise GrammarError("allOf members with several if/then/else are not supported")
+    for part in parts:
+        if "if" in part:
+            merged.update({k: part[k] for k in _CONDITIONAL if k in part})
     if sum(1 for part in parts if "anyOf" in part or "oneOf" in part) > 1:
         raise GrammarError("allOf members with several anyOf/oneOf are not supported")
     return merged
+
+
+_OBJECT_KEYS = ("properties", "additionalProperties", "patternProperties")
+_ARRAY_KEYS = ("items", "prefixItems", "additionalItems")
+
+
+def _merge_arrays(parts: list[dict], merged: dict) -> None:
+    """Position by position: a member's schema for item i is its prefixItems[i] (or tuple
+    items[i]) if it has one, else its schema for further items."""
+    shapes = []
+    for part in parts:
+        items = part.get("items")
+        if isinstance(items, list):  # draft 4-7 tuple form
+            shapes.append((items, part.get("additionalItems")))
+        else:
+            shapes.append((part.get("prefixItems", []), items))
+    prefix = []
+    for index in range(max(len(p) for p, _ in shapes)):
+        at = [p[index] if index < len(p) else rest for p, rest in shapes]
+        prefix.append(_all_of([s for s in at if s is not None and s is not True] or [True]))
+    rests = [rest for _, rest in shapes if rest is not None and rest is not True]
+    declared = any(rest is not None for _, rest in shapes)
+    for key in _ARRAY_KEYS:
+        merged.pop(key, None)
+    if prefix:
+        merged["prefixItems"] = prefix
+    if declared:  # (none declared: the converter's choice for prefixItems alone stands)
+        merged["items"] = _all_of(rests or [True])
 
 
 def _merge_value(key: str, old: Any, new: Any) -> Any:
@@ -224,11 +283,49 @@ def _merge_value(key: str, old: Any, new: Any) -> Any:
         new_values = {_canonical(v) for v in (new if key == "enum" else [new])}
         kept = [v for v in (old if key == "enum" else [old]) if _canonical(v) in new_values]
         if not kept:
-            raise GrammarError(f"allOf: no value satisfies every '{key}'")
+            raise Unsatisfiable(f"allOf: no value satisfies every '{key}'")
         return kept if key == "enum" else kept[0]
-    if key == "items":
+    if key == "propertyNames":
         return {"allOf": [old, new]}
+    if key == "uniqueItems":
+        return old or new
+    if key == "multipleOf":
+        return _common_multiple(old, new)
+    if key == "not":  # not A and not B: kept as a list, "not" of their anyOf
+        listed = [*_negations(old), *_negations(new)]
+        return {"anyOf": listed}
+    if key in ("dependentRequired", "dependentSchemas", "dependencies"):
+        return _merge_maps(key, old, new)
     raise GrammarError(f"allOf: conflicting values for '{key}' cannot be merged")
+
+
+def _negations(value: Any) -> list:
+    if isinstance(value, dict) and set(value) == {"anyOf"} and isinstance(value["anyOf"], list):
+        return list(value["anyOf"])
+    return [value]
+
+
+def _common_multiple(old: Any, new: Any) -> Any:
+    for value in (old, new):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
+            raise GrammarError(f"'multipleOf' must be a number above 0, not {value!r}")
+    a, b = Fraction(old), Fraction(new)
+    lcm = Fraction(math.lcm(a.numerator, b.numerator), math.gcd(a.denominator, b.denominator))
+    return int(lcm) if lcm.denominator == 1 else float(lcm)
+
+
+def _merge_maps(key: str, old: dict, new: dict) -> dict:
+    out = dict(old)
+    for name, value in new.items():
+        if name not in out or _canonical(out[name]) == _canonical(value):
+            out[name] = value
+        elif isinstance(value, list) and isinstance(out[name], list):
+            out[name] = list(dict.fromkeys([*out[name], *value]))
+        elif isinstance(value, (dict, bool)) and isinstance(out[name], (dict, bool)):
+            out[name] = {"allOf": [out[name], value]}
+        else:
+            raise GrammarError(f"allOf: '{key}' of {name!r} mixes a list of names and a schema")
+    return out
 
 
 def _merge_types(old: Any, new: Any) -> list[str]:
@@ -240,7 +337,7 @@ def _merge_types(old: Any, new: Any) -> list[str]:
     if "number" in both:
         both.discard("integer")  # number already holds every integer
     if not both:
-        raise GrammarError(f"allOf: types {old!r} and {new!r} have nothing in common")
+        raise Unsatisfiable(f"allOf: types {old!r} and {new!r} have nothing in common")
     return sorted(both)
 
 
@@ -255,19 +352,49 @@ def _merge_objects(parts: list[dict], merged: dict) -> None:
         for name in list(properties):
             if name in own or extra is True:
                 continue
-            if extra is False:
+            if extra is False:  # (a name matching the part's patternProperties is dropped too: less, not more)
                 if name in merged.get("required", []):
-                    raise GrammarError(f"allOf: required property '{name}' is forbidden by another member")
+                    raise Unsatisfiable(f"allOf: required property '{name}' is forbidden by another member")
                 del properties[name]
             else:
                 properties[name].append(extra)
-    merged["properties"] = {n: s[0] if len(s) == 1 else {"allOf": s} for n, s in properties.items()}
+    merged["properties"] = {n: _all_of(s) for n, s in properties.items()}
+    patterns = _merge_patterns(parts)
+    if patterns:
+        merged["patternProperties"] = patterns
     extras = [part["additionalProperties"] for part in parts if "additionalProperties" in part]
     if any(extra is False for extra in extras):
         merged["additionalProperties"] = False
     elif any(extra is not True for extra in extras):
         schemas = [extra for extra in extras if extra is not True]
         merged["additionalProperties"] = schemas[0] if len(schemas) == 1 else {"allOf": schemas}
+
+
+def _all_of(schemas: list) -> Any:
+    if any(schema is False for schema in schemas):
+        return False  # a forbidden property stays forbidden
+    return schemas[0] if len(schemas) == 1 else {"allOf": schemas}
+
+
+def _merge_patterns(parts: list[dict]) -> dict[str, Any]:
+    """Patterns of every member; a key one member matches by pattern is, to another member,
+    a declared name (left to the converter), an additional property (its schema is added)
+    or one of that member's own patterns (all pattern schemas are applied to every
+    pattern key by the converter anyway). A pattern a closed member lacks is dropped."""
+    patterns: dict[str, list] = {}
+    for part in parts:
+        for pattern, schema in part.get("patternProperties", {}).items():
+            patterns.setdefault(pattern, []).append(schema)
+    for part in parts:
+        extra, own = part.get("additionalProperties", True), part.get("patternProperties", {})
+        for pattern in list(patterns):
+            if pattern in own or extra is True:
+                continue
+            if extra is False:
+                del patterns[pattern]
+            else:
+                patterns[pattern].append(extra)
+    return {pattern: _all_of(schemas) for pattern, schemas in patterns.items()}
 
 
 # -- oneOf -------------------------------------------------------------------------

@@ -5,18 +5,22 @@ The grammar accepts only JSON that the schema allows (checked by the tests with
 less, never more, and where it could only accept more it raises
 :class:`GrammarError` instead of falling back to "any JSON".
 
-Supported: ``type`` (one or a list), ``enum``, ``const``, ``anyOf``, ``oneOf``
-(when its branches provably do not overlap), ``allOf`` (merged), local ``$ref``
-into ``$defs`` / ``definitions`` / anywhere (recursion included);
-objects: ``properties`` (emitted in declared order), ``required``,
-``additionalProperties`` (false, true or a schema); arrays: ``items``,
-``prefixItems`` (and draft-7 list ``items`` / ``additionalItems``),
-``minItems``, ``maxItems``; strings: ``minLength``, ``maxLength``, ``pattern``
-(see :mod:`.regex`), ``format`` (date, time, date-time, uuid, email, ipv4);
-integers: ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``;
-numbers: the same bounds when they are whole numbers. Annotations (``title``,
-``description``, ``default``, ``examples``, ...) and ``x-`` keys are ignored;
-every other keyword raises.
+Supported (docs/structured-output.md has the full table): ``type``, ``enum``,
+``const`` (with other keywords too: the values they reject are dropped), ``anyOf``,
+``oneOf`` (when its branches provably do not overlap), ``allOf`` (merged), ``not``
+and ``if``/``then``/``else`` (where the complement is expressible, see
+:mod:`._schema_logic`), local ``$ref`` (recursion included); objects (see
+:mod:`._json_objects`): ``properties``, ``required``, ``additionalProperties``,
+``patternProperties``, ``propertyNames``, ``minProperties``, ``maxProperties``,
+``dependentRequired``, ``dependentSchemas``, draft-7 ``dependencies``; arrays (see
+:mod:`._json_containers`): ``items``, ``prefixItems``, draft-7 tuple ``items`` /
+``additionalItems``, ``minItems``, ``maxItems``, ``contains``, ``minContains``,
+``maxContains``, ``uniqueItems`` (items from a short list of values); strings:
+``minLength``, ``maxLength``, ``pattern`` (see :mod:`.regex`), ``format`` (date, time,
+date-time, uuid, email, ipv4); numbers (see :mod:`._json_numbers`): ``minimum``,
+``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``multipleOf``.
+Annotations (``title``, ``description``, ``default``, ``examples``, ...) and ``x-``
+keys are ignored; every other keyword raises.
 
 Choices that keep generation tight: properties appear in declared order; an
 object that declares ``properties`` but not ``additionalProperties`` gets no
@@ -30,23 +34,26 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import GrammarError
-from ._json_containers import array_rule, object_rule
+from ._json_containers import array_rule
+from ._json_numbers import integer_rule, number_rule
+from ._json_objects import object_rule
 from ._json_terminals import (
     escaped_json_char,
     gbnf_class,
     gbnf_literal,
-    integer_range,
     json_value_literal,
-    number_range,
     primitive_rules,
     seq,
 )
+from ._schema_logic import excluded_values, matches_type, rewrite_conditional, rewrite_not
 from ._schema_merge import (
     ANNOTATIONS,
+    JSON_KINDS,
+    Unsatisfiable,
     check_keyword_types,
     check_one_of_disjoint,
     count_keyword,
@@ -58,6 +65,7 @@ from ._schema_merge import (
     resolve_pointer,
 )
 from .gbnf import MAX_REPETITION, parse_gbnf
+from .matcher import GrammarMatcher
 from .regex import pattern_to_gbnf
 
 __all__ = ["FORMATS", "WHITESPACE", "any_json_gbnf", "schema_to_gbnf"]
@@ -75,38 +83,27 @@ FORMATS = {
     "email": "json-email-string",
     "ipv4": "json-ipv4-string",
 }
+# Lengths of the strings each format's grammar writes (quotes excluded), to combine
+# format with minLength/maxLength.
+FORMAT_LENGTHS = {"date": (10, 10), "time": (9, 24), "date-time": (20, 35), "uuid": (36, 36),
+                  "email": (5, 703), "ipv4": (7, 15)}
 MAX_SCHEMA_DEPTH = 64
 _CHUNK = 1000  # large {m,n} are built from blocks of this many items
 _KEYWORDS = frozenset({
-    "$ref", "type", "enum", "const", "anyOf", "oneOf", "allOf",
-    "properties", "required", "additionalProperties",
+    "$ref", "type", "enum", "const", "anyOf", "oneOf", "allOf", "not", "if", "then", "else",
+    "properties", "required", "additionalProperties", "patternProperties", "propertyNames",
+    "minProperties", "maxProperties", "dependentRequired", "dependentSchemas", "dependencies",
     "items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems",
+    "contains", "minContains", "maxContains",
     "minLength", "maxLength", "pattern", "format",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
 })
-_HINTS = {"nullable": "use \"type\": [..., \"null\"] instead"}
-
-
-def _number(value: Any, keyword: str) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise GrammarError(f"'{keyword}' must be a finite number, not {value!r}")
-    return value
-
-
-def _matches_type(value: Any, types: list[str] | None) -> bool:
-    if types is None:
-        return True
-    checks = {
-        "null": value is None,
-        "boolean": isinstance(value, bool),
-        "integer": isinstance(value, int) and not isinstance(value, bool)
-        or isinstance(value, float) and value.is_integer(),
-        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "string": isinstance(value, str),
-        "array": isinstance(value, list),
-        "object": isinstance(value, dict),
-    }
-    return any(checks[t] for t in types)
+_HINTS = {
+    "nullable": "use \"type\": [..., \"null\"] instead",
+    "unevaluatedProperties": "use additionalProperties (with allOf merged, it has the same effect here)",
+    "unevaluatedItems": "use items / additionalItems",
+    "$dynamicRef": "use $ref", "$recursiveRef": "use $ref",
+}
 
 
 class _Converter:
@@ -190,6 +187,43 @@ class _Converter:
     def resolve(self, ref: str) -> Any:
         return resolve_pointer(self.root, ref)
 
+    def attempt(self, build: Callable[[], str]) -> str | None:
+        """``build()``, or None (and the rules as they were) if its schema can match nothing."""
+        return self.attempts([build])[0][0]
+
+    def attempts(self, builds: list[Callable[[], str]]) -> tuple[list[str | None], Unsatisfiable | None]:
+        """Each of ``builds`` in turn, None for those whose schema matches nothing (their
+        rules undone); also the first such error."""
+        out, first_error = [], None
+        for build in builds:
+            saved = dict(self.rules), dict(self.by_body), dict(self.refs)
+            try:
+                out.append(build())
+            except Unsatisfiable as exc:
+                self.rules, self.by_body, self.refs = saved
+                out.append(None)
+                first_error = first_error or exc
+        return out, first_error
+
+    def union(self, branches: list[tuple[Any, str]], depth: int, what: str) -> str:
+        """Any of ``branches`` (schema, path), leaving out those that can match nothing."""
+        built, error = self.attempts([lambda s=s, p=p: self.visit(s, p, depth) for s, p in branches])
+        options = list(dict.fromkeys(option for option in built if option is not None))
+        if not options:
+            raise Unsatisfiable(f"no {what} branch can match anything ({error})")
+        return options[0] if len(options) == 1 else "( " + " | ".join(options) + " )"
+
+    def accepted_values(self, schema: Any, values: list, path: str, depth: int) -> list:
+        """The ``values`` whose compact JSON the grammar of ``schema`` accepts (so the schema
+        allows them: the grammar never accepts more than the schema)."""
+        sub = _Converter(self.root, "compact", self.extra_properties)
+        try:
+            sub.rules["root"] = sub.visit(schema, path, depth)
+        except Unsatisfiable:
+            return []
+        matcher = GrammarMatcher(parse_gbnf(sub.text()))
+        return [v for v in values if matcher.matches(json.dumps(v, ensure_ascii=False, separators=(",", ":")))]
+
     # -- schemas -----------------------------------------------------------------
 
     def visit(self, schema: Any, path: str, depth: int) -> str:
@@ -200,13 +234,13 @@ class _Converter:
         except GrammarError as exc:
             if str(exc).startswith("#"):
                 raise
-            raise GrammarError(f"{path}: {exc}") from None
+            raise (Unsatisfiable if isinstance(exc, Unsatisfiable) else GrammarError)(f"{path}: {exc}") from None
 
     def visit_schema(self, schema: Any, path: str, depth: int) -> str:
         if schema is True:
             return self.use("json-value")
         if schema is False:
-            raise GrammarError("schema 'false' matches nothing")
+            raise Unsatisfiable("schema 'false' matches nothing")
         if not isinstance(schema, dict):
             raise GrammarError(f"a schema must be an object or a boolean, not {type(schema).__name__}")
         _check_keywords(schema)
@@ -217,17 +251,37 @@ class _Converter:
             return self.visit_ref(schema, path, depth)
         if "allOf" in schema:
             return self.visit(merge_all_of([schema], self.resolve), path, depth + 1)
+        if "if" in schema or "then" in schema or "else" in schema:
+            cases = rewrite_conditional(schema)
+            if len(cases) == 1:
+                return self.visit(cases[0], path, depth + 1)
+            return self.union([(cases[0], f"{path}/then"), (cases[1], f"{path}/if")], depth + 1, "if/then/else")
         if "anyOf" in schema or "oneOf" in schema:
             return self.visit_union(schema, path, depth)
+        if "not" in schema:
+            cases = rewrite_not(schema, self.resolve)
+            if cases is not None and len(cases) == 1:
+                return self.visit(cases[0], path, depth + 1)
+            if cases is not None:
+                return self.union([(case, f"{path}/not") for case in cases], depth + 1, "'not'")
         if "const" in schema or "enum" in schema:
-            return self.visit_enum(schema)
+            return self.visit_enum(schema, path, depth)
         schema = normalize_bounds(schema)
         types = infer_types(schema)
-        if types is None:
+        if types is None and "not" not in schema:
             return self.use("json-value")
+        types = list(dict.fromkeys(types or JSON_KINDS))
         if "number" in types and "integer" in types:
             types.remove("integer")
-        options = [self.visit_type(t, schema, path, depth) for t in dict.fromkeys(types)]
+        if len(types) == 1:
+            option = self.visit_type(types[0], schema, path, depth)
+            if option is None:
+                raise Unsatisfiable("'not' leaves no value")
+            return option
+        built, error = self.attempts([lambda t=t: self.visit_type(t, schema, path, depth) for t in types])
+        options = [option for option in built if option is not None]
+        if not options:
+            raise error or Unsatisfiable("'not' leaves no value")
         return options[0] if len(options) == 1 else "( " + " | ".join(options) + " )"
 
     def visit_ref(self, schema: dict, path: str, depth: int) -> str:
@@ -248,104 +302,111 @@ class _Converter:
         branches = schema[key]
         if not isinstance(branches, list) or not branches:
             raise GrammarError(f"'{key}' must be a non-empty list")
+        indexed = [(i, b) for i, b in enumerate(branches) if b is not False]
         rest = {k: v for k, v in schema.items() if k != key and k not in ANNOTATIONS}
         if rest:
             kinds = json_kinds(rest, self.resolve)
-            branches = [merge_all_of([rest, b], self.resolve) for b in branches
-                        if json_kinds(b, self.resolve) & kinds]
-            if not branches:
-                raise GrammarError(f"no '{key}' branch is compatible with the rest of the schema")
+            indexed = [(i, merge_all_of([rest, b], self.resolve)) for i, b in indexed
+                       if json_kinds(b, self.resolve) & kinds]
+        if not indexed:
+            raise Unsatisfiable(f"no '{key}' branch is compatible with the rest of the schema")
         if key == "oneOf":
-            check_one_of_disjoint(branches, self.resolve, path)
-        options = [self.visit(b, f"{path}/{key}/{i}", depth + 1) for i, b in enumerate(branches)]
-        options = list(dict.fromkeys(options))
-        return options[0] if len(options) == 1 else "( " + " | ".join(options) + " )"
+            check_one_of_disjoint([b for _, b in indexed], self.resolve, path)
+        return self.union([(b, f"{path}/{key}/{i}") for i, b in indexed], depth + 1, f"'{key}'")
 
-    def visit_enum(self, schema: dict) -> str:
+    def visit_enum(self, schema: dict, path: str, depth: int) -> str:
         if "enum" in schema and not isinstance(schema["enum"], list):
             raise GrammarError("'enum' must be a list")
         values = list(schema["enum"]) if "enum" in schema else [schema["const"]]
         if "const" in schema and "enum" in schema:
             wanted = json.dumps(schema["const"], sort_keys=True)
             values = [v for v in values if json.dumps(v, sort_keys=True) == wanted]
-        others = sorted(k for k in schema if k not in ("enum", "const", "type") and k not in ANNOTATIONS
-                        and not k.startswith("x-"))
-        if others:
-            raise GrammarError(f"'enum'/'const' together with {others} is not supported")
-        types = infer_types(schema)
-        options = list(dict.fromkeys(json_value_literal(v, self.ws) for v in values if _matches_type(v, types)))
+        rest = {k: v for k, v in schema.items() if k not in ("enum", "const") and k not in ANNOTATIONS
+                and not k.startswith("x-")}
+        if set(rest) <= {"type"}:
+            values = [v for v in values if matches_type(v, infer_types(schema))]
+        else:  # keep the values the rest of the schema allows, as our grammar for it decides
+            if "type" not in rest:  # (minLength alone must not make 4 a string: it ignores numbers)
+                rest["type"] = sorted({_kind(v) for v in values})
+            values = self.accepted_values(rest, values, path, depth + 1)
+        options = list(dict.fromkeys(json_value_literal(v, self.ws) for v in values))
         if not options:
-            raise GrammarError("no 'enum'/'const' value satisfies the schema")
+            raise Unsatisfiable("no 'enum'/'const' value satisfies the schema")
         return options[0] if len(options) == 1 else "( " + " | ".join(options) + " )"
 
-    def visit_type(self, kind: str, schema: dict, path: str, depth: int) -> str:
-        if kind == "null":
-            return self.use("json-null")
-        if kind == "boolean":
-            return self.use("json-boolean")
+    def visit_type(self, kind: str, schema: dict, path: str, depth: int) -> str | None:
+        if kind in ("null", "boolean"):
+            allowed = [None] if kind == "null" else [False, True]
+            left = [v for v in allowed if not any(v is x for x in excluded_values(schema))]
+            if left != allowed:
+                return "( " + " | ".join(gbnf_literal(json.dumps(v)) for v in left) + " )" if left else None
+            return self.use(f"json-{kind}")
         if kind == "integer":
-            return self.integer(schema, path)
+            return integer_rule(self, schema, path)
         if kind == "number":
-            return self.number(schema, path)
+            return number_rule(self, schema, path)
         if kind == "string":
             return self.string(schema, path)
         if kind == "array":
             return array_rule(self, schema, path, depth)
         return object_rule(self, schema, path, depth)
 
-    def integer(self, schema: dict, path: str) -> str:
-        low = high = None
-        if "minimum" in schema:
-            low = math.ceil(_number(schema["minimum"], "minimum"))
-        if "exclusiveMinimum" in schema:
-            bound = math.floor(_number(schema["exclusiveMinimum"], "exclusiveMinimum")) + 1
-            low = bound if low is None else max(low, bound)
-        if "maximum" in schema:
-            high = math.floor(_number(schema["maximum"], "maximum"))
-        if "exclusiveMaximum" in schema:
-            bound = math.ceil(_number(schema["exclusiveMaximum"], "exclusiveMaximum")) - 1
-            high = bound if high is None else min(high, bound)
-        if low is None and high is None:
-            return self.use("json-integer")
-        return self.define(f"{path_hint(path)}-int", integer_range(low, high))
-
-    def number(self, schema: dict, path: str) -> str:
-        low, low_excl = _tighter(schema, "minimum", "exclusiveMinimum", max)
-        high, high_excl = _tighter(schema, "maximum", "exclusiveMaximum", min)
-        if low is None and high is None:
-            return self.use("json-number")
-        return self.define(f"{path_hint(path)}-num", number_range(low, low_excl, high, high_excl))
-
     def string(self, schema: dict, path: str) -> str:
         low, high = count_keyword(schema, "minLength") or 0, count_keyword(schema, "maxLength")
         fmt, pattern = schema.get("format"), schema.get("pattern")
-        if (fmt is not None or pattern is not None) and (low or high is not None) or fmt and pattern:
-            raise GrammarError("'format', 'pattern' and minLength/maxLength cannot be combined")
+        if high is not None and high < low:
+            raise Unsatisfiable(f"maxLength {high} is below minLength {low}")
+        excluded = [v for v in excluded_values(schema) if isinstance(v, str)]
+        if excluded and (fmt is not None or pattern is not None or low or high is not None):
+            raise GrammarError("'not' of string values together with minLength/maxLength/pattern/format "
+                               "is not supported")
+        if excluded:
+            return self.define(f"{path_hint(path)}-string", self.key_excluding(excluded, path_hint(path)))
         if fmt is not None:
-            if fmt not in FORMATS:
-                raise GrammarError(f"format {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
-            return self.use(FORMATS[fmt])
+            return self._format(fmt, pattern, low, high)
+        if pattern is not None and (low or high is not None):
+            raise GrammarError("'pattern' and minLength/maxLength cannot be combined")
         quote = gbnf_literal('"')
         if pattern is not None:
             content = pattern_to_gbnf(pattern, self, path_hint(path))
             return self.define(f"{path_hint(path)}-string", seq(quote, content, quote))
-        if high is not None and high < low:
-            raise GrammarError(f"maxLength {high} is below minLength {low}")
         if low == 0 and high is None:
             return self.use("json-string")
         chars = self.repeat(self.use("json-char"), low, high, "string")
         return self.define(f"string-{low}-{'up' if high is None else high}", seq(quote, chars, quote))
 
-    def key_excluding(self, names: list[str], hint: str) -> str:
-        """A JSON string that is none of ``names`` (each spelled json.dumps's way)."""
-        if not names:
+    def _format(self, fmt: str, pattern: Any, low: int, high: int | None) -> str:
+        if fmt not in FORMATS:
+            raise GrammarError(f"format {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
+        if pattern is not None:
+            raise GrammarError("'format' and 'pattern' cannot be combined")
+        shortest, longest = FORMAT_LENGTHS[fmt]
+        if high is not None and high < shortest or low > longest:
+            raise Unsatisfiable(f"no {fmt} string has between {low} and {high} characters")
+        if low > shortest or high is not None and high < longest:
+            raise GrammarError(f"'format' {fmt!r} and minLength/maxLength cannot be combined "
+                               f"({fmt} strings have {shortest} to {longest} characters)")
+        return self.use(FORMATS[fmt])
+
+    def key_excluding(self, names: list[str], hint: str, prefixes: list[str] = ()) -> str | None:
+        """A JSON string that is none of ``names`` and starts with none of ``prefixes``
+        (each spelled json.dumps's way); None when no string is left."""
+        if not names and not prefixes:
             return self.use("json-string")
         trie: dict = {}
-        for name in names:
+        for text, blocked in [(name, False) for name in names] + [(prefix, True) for prefix in prefixes]:
             node = trie
-            for ch in name:
+            for ch in text:
                 node = node.setdefault(ch, {})
-            node[""] = {}
+                if None in node:
+                    break  # already under a blocked prefix
+            else:
+                if blocked:
+                    node.clear()
+                    node[None] = True  # nothing may continue from here
+                node[""] = {}
+        if None in trie:
+            return None
         quote = gbnf_literal('"')
         return seq(quote, self._trie_rule(trie, f"{hint}-key"), quote)
 
@@ -357,8 +418,19 @@ class _Converter:
         escape = self.use("json-key-escape") if not special else _escapes_except(special)
         options.append(seq(f"( {raw} | {escape} )", self.use("json-key-char") + "*"))
         for ch in children:
-            options.append(seq(gbnf_literal(escaped_json_char(ch)), self._trie_rule(node[ch], hint)))
+            if None not in node[ch]:
+                options.append(seq(gbnf_literal(escaped_json_char(ch)), self._trie_rule(node[ch], hint)))
         return self.define(hint, " | ".join(options))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "null")
 
 
 def _escapes_except(chars: list[str]) -> str:
@@ -398,8 +470,6 @@ def _check_keywords(schema: dict) -> None:
             continue
         hint = f"; {_HINTS[key]}" if key in _HINTS else ""
         raise GrammarError(f"keyword {key!r} is not supported{hint}")
-    if schema.get("uniqueItems") is True and (count_keyword(schema, "maxItems") or 2) > 1:
-        raise GrammarError("'uniqueItems': true is not supported")
 
 
 def _load(schema: Mapping[str, Any] | str | bool) -> Any:
