@@ -230,11 +230,11 @@ def test_pool_spreads_requests(model):
 
 def test_sampling_split_between_graph_and_host_matches_host_sampling(model):
     """The GPU path (top-k in the graph, the rest on the host) forced on, on the CPU backend:
-    seeded samples equal those of the plain host chain."""
+    seeded samples equal those of the plain host chain. (Chains, not bulk sampling, on both.)"""
     sampling = SamplingParams(temperature=0.9, top_k=40, top_p=0.9, min_p=0.02, seed=11)
-    with Engine(model, n_ctx=1024, n_seq_max=4, n_threads=2, backend_sampling=False) as host:
+    with Engine(model, n_ctx=1024, n_seq_max=4, n_threads=2, backend_sampling=False, batched_sampling=False) as host:
         expected = [host.complete_sync(p, sampling=sampling, max_tokens=10).tokens for p in PROMPTS[:3]]
-    with Engine(model, n_ctx=1024, n_seq_max=4, n_threads=2, backend_sampling=True) as split:
+    with Engine(model, n_ctx=1024, n_seq_max=4, n_threads=2, backend_sampling=True, batched_sampling=False) as split:
         got = [split.complete_sync(p, sampling=sampling, max_tokens=10).tokens for p in PROMPTS[:3]]
         greedy = split.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=8).tokens  # whole chain in the graph
     assert got == expected
@@ -260,7 +260,9 @@ class _UnbuildableSampling(SamplingParams):
 def test_a_request_whose_sampler_cannot_be_built_fails_alone(engine):
     # That request fails with the reason; the others go on, and its slot is not taken.
     async def mixed():
-        bad = engine.complete(PROMPTS[0], sampling=_UnbuildableSampling(temperature=0), max_tokens=4)
+        # (a penalty keeps it on a llama.cpp chain: plain chains are sampled in bulk, unbuilt)
+        bad = engine.complete(PROMPTS[0], sampling=_UnbuildableSampling(temperature=0, repeat_penalty=1.1),
+                              max_tokens=4)
         good = engine.complete(PROMPTS[1], sampling=GREEDY, max_tokens=6)
         return await asyncio.gather(bad, good, return_exceptions=True)
 
@@ -271,3 +273,19 @@ def test_a_request_whose_sampler_cannot_be_built_fails_alone(engine):
     assert good.tokens == alone(engine, PROMPTS[1], 6)
     assert engine.stats()["running"] == 0
     assert engine.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=3).finish_reason == "length"
+
+
+def test_bulk_sampled_requests_batch_with_chained_ones(engine):
+    """Plain chains sampled in bulk (generation/batched.py) and a penalty chain (a llama.cpp
+    chain) in the same steps: each gets what it would get alone; seeds reproduce."""
+    seeded = SamplingParams(temperature=0.8, seed=5)
+    penalised = SamplingParams(temperature=0, repeat_penalty=1.3)
+
+    async def together():
+        return await asyncio.gather(engine.complete(PROMPTS[0], sampling=seeded, max_tokens=12),
+                                    engine.complete(PROMPTS[1], sampling=penalised, max_tokens=12),
+                                    engine.complete(PROMPTS[2], sampling=GREEDY, max_tokens=12))
+    a, b, c = asyncio.run(together())
+    assert a.tokens == engine.complete_sync(PROMPTS[0], sampling=seeded, max_tokens=12).tokens
+    assert b.tokens == engine.complete_sync(PROMPTS[1], sampling=penalised, max_tokens=12).tokens
+    assert c.tokens == alone(engine, PROMPTS[2], 12)

@@ -41,6 +41,10 @@ class EngineConfig:
     # In the graph: "split" runs top-k there and the rest of the chain on the k candidates on
     # the host; "whole" runs the whole chain there (see generation.chains.build_chains).
     backend_chain: str = "split"
+    # Plain chains (greedy, or top-k with top-p/min-p/temperature and logit bias) of all
+    # sequences sampled together in numpy from the step's logits, instead of one llama.cpp
+    # chain per sequence (generation/batched.py says what that saves).
+    batched_sampling: bool = True
     # True: one pool of cells shared by all sequences (a request may use all of n_ctx;
     # prefixes are shared cell by cell). False: a stream of n_ctx / n_seq_max cells per
     # sequence, so attention reads only its own cells (faster with many short requests;
@@ -82,7 +86,8 @@ class Engine:
         if cfg.backend_chain not in ("split", "whole"):
             raise ValueError(f"backend_chain must be 'split' or 'whole', got {cfg.backend_chain!r}")
         self.scheduler = Scheduler(self.context, backend_sampling=bool(backend),
-                                   split_chains=cfg.backend_chain == "split")
+                                   split_chains=cfg.backend_chain == "split",
+                                   batched_sampling=cfg.batched_sampling)
         self.name = Path(getattr(self.model, "path", "model")).name
         self._inbox: list[Request] = []
         self._lock = threading.Lock()

@@ -51,6 +51,7 @@ class Request:
     n_cached: int = 0  # prompt tokens reused from the prefix cache
     n_submitted: int = -1  # prompt tokens as submitted; ``prompt`` grows when preempted
     output: object = None  # its generation.SequenceOutput, from the first admission on
+    row_sampler: object = None  # its generation.batched.RowSampler, when its chain is sampled in bulk
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import KVCacheFullError
+from ..generation.batched import RowSampler, batchable, sample_rows
 from ..generation.chains import build_chains, prime
 from ..generation.output import SequenceOutput, log_softmax
 from ..native import Batch
@@ -30,7 +31,7 @@ EXPECTED_NEW_TOKENS = 128  # cells kept free for each request to grow into (at m
 class Running:
     request: Request
     slot: Slot
-    chain: object
+    chain: object  # a C sampler chain, or a batched RowSampler (sampled with the others in numpy)
     output: SequenceOutput
     device_chain: object = None  # the part of the sampling that runs in the graph, if split
     stop_tokens: frozenset[int] = frozenset()  # the model's end-of-generation tokens and the request's
@@ -57,7 +58,8 @@ class Counters:
 class Scheduler:
     """Owns one Context. Not thread-safe: the engine thread alone calls ``step``."""
 
-    def __init__(self, context, *, backend_sampling: bool, split_chains: bool = True) -> None:
+    def __init__(self, context, *, backend_sampling: bool, split_chains: bool = True,
+                 batched_sampling: bool = True) -> None:
         self.ctx = context
         self.vocab = context.model.vocab
         self.pieces = self.vocab.pieces
@@ -70,6 +72,7 @@ class Scheduler:
         self.running: list[Running] = []
         self.backend_sampling = backend_sampling
         self.split_chains = split_chains
+        self.batched_sampling = batched_sampling
         self.counters = Counters()
 
     # --- admission ---------------------------------------------------------------------
@@ -169,7 +172,14 @@ class Scheduler:
 
     def _chains(self, request: Request):
         """(host chain, chain attached to the graph or None): see generation.chains. A
-        resumed request's chain goes on from its tokens so far (grammar, penalties)."""
+        resumed request's chain goes on from its tokens so far (grammar, penalties). Plain
+        chains are sampled together from the step's logits (generation.batched); a resumed
+        request keeps its random stream."""
+        spec = request.spec
+        if self.batched_sampling and spec.grammar is None and spec.logprobs is None and batchable(spec.sampling):
+            if request.row_sampler is None:
+                request.row_sampler = RowSampler(spec.sampling)
+            return request.row_sampler, None
         host, device = build_chains(request.spec, self.vocab, on_gpu=self.backend_sampling, split=self.split_chains)
         try:
             prime(host, request.spec, request.prompt, request.resumed_tokens)
@@ -180,6 +190,8 @@ class Scheduler:
 
     @staticmethod
     def _close_chains_of(chain, device_chain) -> None:
+        if isinstance(chain, RowSampler):
+            return
         chain.close()  # detaches a chain attached whole to the graph before freeing
         if device_chain is not None and device_chain is not chain:
             device_chain.close()
@@ -210,9 +222,13 @@ class Scheduler:
         c.steps += 1
         self._advance_positions()
         sampling = clock()
-        tokens = self.ctx.sample_rows([r.chain for r, _ in outputs], [i for _, i in outputs])
+        batched = [(r, i) for r, i in outputs if isinstance(r.chain, RowSampler)]
+        chained = [(r, i) for r, i in outputs if not isinstance(r.chain, RowSampler)] if batched else outputs
+        tokens = self.ctx.sample_rows([r.chain for r, _ in chained], [i for _, i in chained])
+        if batched:
+            tokens += sample_rows([self.ctx.logits(i) for _, i in batched], [r.chain for r, _ in batched])
         c.sample_seconds += clock() - sampling
-        for (running, index), token in zip(outputs, tokens):
+        for (running, index), token in zip(chained + batched if batched else chained, tokens):
             self._take(running, index, token)
         done = clock()
         c.decode_seconds += decoded - decode_start
