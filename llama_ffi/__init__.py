@@ -1,10 +1,15 @@
 """llama_ffi: a pure-Python binding for llama.cpp over a prebuilt libllama.
 
-Layers, bottom up (see docs/architecture.md):
-  native/   the C boundary: loads libllama, one Python owner per C handle
-  grammar/  GBNF and JSON Schema, validated in Python before C sees them
-  chat/     chat templates, model families, reasoning and tool calls
-  llama.py  the high-level ``Llama`` API (llama-cpp-python's names and shapes)
+Layers, bottom up (docs/architecture.md; tests/test_layering.py keeps imports pointing down):
+  errors.py    the exception tree
+  native/      the C boundary: loads libllama, one Python owner per C handle
+  grammar/     GBNF and JSON Schema, validated in Python before C sees them
+  generation/  one request's sampling, stops, logprobs and output text (Llama and Engine)
+  chat/        chat templates, model families, reasoning and tool calls
+  engine/      continuous batching: many sequences in one context
+  llama/       the high-level ``Llama`` API (llama-cpp-python's names and shapes)
+  server/      the OpenAI-compatible HTTP server over engine/
+  cli/         the ``llama-ffi`` command; display/: notebook views and progress bars
 
 Importing is cheap: nothing is loaded and no library is opened until first use.
 """
@@ -50,17 +55,21 @@ _LAZY = {
     "library_path": "llama_ffi.native",
     "load_library": "llama_ffi.native",
     "system_info": "llama_ffi.native",
-    "default_model_path": "llama_ffi.models",
+    "default_model_path": "llama_ffi.llama.default_model",
     "Engine": "llama_ffi.engine",
     "EngineConfig": "llama_ffi.engine",
     "EnginePool": "llama_ffi.engine",
     "CompletionOptions": "llama_ffi.generation",
+    "BaseLlamaCache": "llama_ffi.llama",
     "Llama": "llama_ffi.llama",
+    "LlamaCache": "llama_ffi.llama",
     "LlamaGrammar": "llama_ffi.grammar",
+    "LlamaRAMCache": "llama_ffi.llama",
     "LlamaSettings": "llama_ffi.llama",
     "LlamaState": "llama_ffi.llama",
+    "LlamaTokenizer": "llama_ffi.llama",
     "SamplingParams": "llama_ffi.generation",
-    "UnifiedLLM": "llama_ffi.unified",
+    "UnifiedLLM": "llama_ffi.llama.unified",
 }
 
 __all__ = sorted([

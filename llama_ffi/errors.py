@@ -65,7 +65,7 @@ class ModelLoadError(LlamaError, OSError):
 
 
 class RpcError(LlamaError, ConnectionError):
-    """An RPC worker (``llama_ffi.rpc_server``) could not be reached or did not answer as one.
+    """An RPC worker (``llama-ffi rpc-server``) could not be reached or did not answer as one.
 
     Raised in Python before llama.cpp connects: its RPC client aborts the process instead."""
 

@@ -20,8 +20,8 @@ import pytest
 
 from llama_ffi import Llama, LlamaGrammar  # was: from llama_cpp import Llama, LlamaGrammar
 from llama_ffi import GenerationError, ValidationError
-from llama_ffi.llama_cache import LlamaRAMCache  # was: from llama_cpp import LlamaRAMCache
-from llama_ffi.llama_tokens import LlamaTokenizer  # was: from llama_cpp.llama_tokenizer import LlamaTokenizer
+from llama_ffi import LlamaRAMCache  # was: from llama_cpp import LlamaRAMCache
+from llama_ffi import LlamaTokenizer  # was: from llama_cpp.llama_tokenizer import LlamaTokenizer
 
 
 @pytest.fixture(scope="module")

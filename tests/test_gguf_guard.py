@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from llama_ffi import Model, ModelLoadError
-from llama_ffi.gguf_check import check_gguf_file
+from llama_ffi.native.gguf_guard import check_gguf_file
 
 
 def load_corpus_module(repo_root):

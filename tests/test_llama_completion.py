@@ -138,10 +138,10 @@ def test_reset_kv_cache_false_continues_the_session(llama):
     first = "My favourite number is 42."
     whole = first + " Again, my favourite number is"
     llama(first, max_tokens=1, **GREEDY)
-    cached = list(llama._engine.cache)
+    cached = list(llama._session.cache)
     cont = llama(" Again, my favourite number is", max_tokens=4, reset_kv_cache=False, **GREEDY)
     assert cont["usage"]["prompt_tokens"] == len(llama.tokenize(b" Again, my favourite number is"))
-    assert llama._engine.cache[: len(cached)] == cached
+    assert llama._session.cache[: len(cached)] == cached
     assert text_of(cont) == text_of(llama(cached + llama.tokenize(b" Again, my favourite number is"),
                                           max_tokens=4, **GREEDY))
     assert whole
@@ -322,7 +322,7 @@ def test_save_load_state_round_trip(llama):
     expected = text_of(llama(" and the sky is", max_tokens=5, reset_kv_cache=False, **GREEDY))
     llama.reset()
     llama.load_state(state)
-    assert llama._engine.cache == list(state.input_ids)
+    assert llama._session.cache == list(state.input_ids)
     assert text_of(llama(" and the sky is", max_tokens=5, reset_kv_cache=False, **GREEDY)) == expected
     with pytest.raises(ValidationError):
         llama.load_state(b"junk")
@@ -356,14 +356,14 @@ def test_verbose_default_routes_the_log_to_stderr(model_path, capfd):
 
 def test_backend_sampling_path_gives_the_same_tokens(llama):
     """The GPU path (sampling inside the graph) forced on, on the CPU backend."""
-    engine = llama._engine
+    session = llama._session
     expected = llama.create_completion("The capital of France is", max_tokens=12, temperature=0)
-    engine.backend_sampling = True
+    session.backend_sampling = True
     try:
         got = llama.create_completion("The capital of France is", max_tokens=12, temperature=0)
         seeded = [llama.create_completion("Once upon a time", max_tokens=8, temperature=0.9, seed=3)
                   for _ in range(2)]
     finally:
-        engine.backend_sampling = False
+        session.backend_sampling = False
     assert got["choices"][0]["text"] == expected["choices"][0]["text"]
     assert seeded[0]["choices"][0]["text"] == seeded[1]["choices"][0]["text"]

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("huggingface_hub")
 
 from llama_ffi import Llama, ModelLoadError, ValidationError  # noqa: E402
-from llama_ffi.hub import from_pretrained, resolve_files, split_parts  # noqa: E402
+from llama_ffi.llama.hub import from_pretrained, resolve_files, split_parts  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -1,4 +1,4 @@
-"""llama_ffi.notebook and the _repr_html_ hooks, outside Jupyter (the kernel run is test_notebook.py)."""
+"""llama_ffi.display and the _repr_html_ hooks, outside Jupyter (the kernel run is test_notebook.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from llama_ffi.notebook import CompletionView, chunk_text, display_stream, display_stream_async, show
-from llama_ffi.progress import interactive, tqdm_class
+from llama_ffi.display.notebook import CompletionView, chunk_text, display_stream, display_stream_async, show
+from llama_ffi.display.progress import interactive, tqdm_class
 
 
 def test_display_stream_prints_pieces_and_chunks_outside_ipython():
@@ -79,3 +79,30 @@ def test_no_progress_bars_when_nobody_watches(monkeypatch):
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     assert not interactive()
     assert tqdm_class() is None
+
+
+def test_the_load_bar_comes_from_llama_not_from_native(monkeypatch, model_path):
+    """native draws nothing (no default progress callback); Llama passes a bar when a person
+    is watching."""
+    from llama_ffi import Llama, Model
+    from llama_ffi.display import progress
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.n = 0
+            bars.append(self)
+
+        def update(self, step):
+            self.n += step
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(progress, "tqdm_class", lambda: Bar)
+    Model.load(model_path, n_gpu_layers=0).close()
+    assert bars == []
+    with Llama(model_path, n_ctx=64, verbose=False):
+        pass
+    assert len(bars) == 1 and bars[0].n > 0

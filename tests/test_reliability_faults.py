@@ -55,7 +55,7 @@ def test_cancel_mid_prefill_then_reuse(model_path):
             llm.create_completion(prompt, cancel=cancel, **GREEDY)
         timer.join()
         assert 0 < llm.stats.last_prefill  # it had started
-        assert len(llm._engine.cache) < len(llm.tokenize(prompt.encode()))  # and had not finished
+        assert len(llm._session.cache) < len(llm.tokenize(prompt.encode()))  # and had not finished
         assert llm.generate_text("Hello", **GREEDY) == want
         assert llm.generate_text(prompt[:200], **GREEDY)  # a prefix of the cancelled prompt is fine too
 

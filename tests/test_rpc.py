@@ -58,7 +58,7 @@ def workers():
         for _ in range(2):
             port = free_port()
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "llama_ffi.rpc_server", "--host", "127.0.0.1",
+                [sys.executable, "-m", "llama_ffi.cli.rpc_server", "--host", "127.0.0.1",
                  "--port", str(port), "--threads", "1"],
                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
             endpoints.append(f"127.0.0.1:{port}")
@@ -162,7 +162,7 @@ def test_peer_that_is_not_an_rpc_server_is_refused():
 
 
 def test_server_entry_refuses_remote_without_flag():
-    result = subprocess.run([sys.executable, "-m", "llama_ffi.rpc_server", "--host", "0.0.0.0",
+    result = subprocess.run([sys.executable, "-m", "llama_ffi.cli.rpc_server", "--host", "0.0.0.0",
                              "--port", str(free_port())], cwd=REPO, capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 2 and "allow_remote" in result.stderr

@@ -8,7 +8,7 @@ import pytest
 
 import llama_ffi
 from llama_ffi import ClosedError, UnifiedLLM
-from llama_ffi.unified import ChatDelta, ChatResult
+from llama_ffi.llama.unified import ChatDelta, ChatResult
 
 jsonschema = pytest.importorskip("jsonschema")  # a test dependency; absent on the GPU machine
 

@@ -51,7 +51,7 @@ def sampling_options() -> argparse.ArgumentParser:
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``Llama(...)`` keywords from the model options."""
-    from ..models import default_model_path
+    from ..llama.default_model import default_model_path
 
     kwargs: dict[str, Any] = {"model_path": args.model or str(default_model_path()), "verbose": False,
                               "n_ctx": args.n_ctx}

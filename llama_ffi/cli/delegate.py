@@ -1,7 +1,7 @@
 """``serve`` and ``rpc-server``: commands whose arguments belong to another module's parser.
 
 ``llama-ffi serve ARGS`` is ``llama_ffi.server.main(ARGS)`` and ``llama-ffi rpc-server ARGS``
-is ``python -m llama_ffi.rpc_server ARGS``; their own ``--help`` documents their options.
+is ``llama_ffi.cli.rpc_server.main(ARGS)``; their own ``--help`` documents their options.
 """
 
 from __future__ import annotations
@@ -77,6 +77,6 @@ def _server_main() -> Callable[[list[str]], int]:
 
 
 def _rpc_main() -> Callable[[list[str]], int]:
-    from .. import rpc_server
+    from . import rpc_server
 
     return lambda argv: rpc_server.main(argv, prog="llama-ffi rpc-server")

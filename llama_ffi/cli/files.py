@@ -82,7 +82,7 @@ def _quantize(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
 def _download(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     from ..errors import LlamaError
-    from ..hub import download
+    from ..llama.hub import download
     from ._common import CommandError
 
     try:

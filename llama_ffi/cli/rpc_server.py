@@ -1,4 +1,4 @@
-"""Run an RPC worker: ``python -m llama_ffi.rpc_server --host 127.0.0.1 --port 50052``.
+"""Run an RPC worker: ``llama-ffi rpc-server --host 127.0.0.1 --port 50052``.
 
 It serves this machine's devices (its GPUs, else its CPU) to clients that load a model with
 ``rpc_servers=["this-host:50052"]``. Loopback only unless ``--allow-remote``: the protocol has
@@ -25,7 +25,7 @@ exit status: 0 stopped, 1 runtime error, 2 refused arguments, 130 Ctrl-C.
 """
 
 
-def build_parser(prog: str = "python -m llama_ffi.rpc_server") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m llama_ffi.cli.rpc_server") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=_EPILOG.format(prog=prog),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to bind (default: loopback)")
@@ -39,13 +39,13 @@ def build_parser(prog: str = "python -m llama_ffi.rpc_server") -> argparse.Argum
     return parser
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m llama_ffi.rpc_server") -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m llama_ffi.cli.rpc_server") -> int:
     """Exit status: 0 stopped, 1 runtime error (e.g. the port is taken), 2 refused
     arguments (bad address, remote without --allow-remote), 130 Ctrl-C."""
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .errors import LlamaError, ValidationError
-    from .native.rpc import serve_rpc
+    from ..errors import LlamaError, ValidationError
+    from ..native.rpc import serve_rpc
 
     try:
         serve_rpc(args.host, args.port, devices=args.devices, n_threads=args.threads,

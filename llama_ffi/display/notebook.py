@@ -1,6 +1,6 @@
 """Jupyter helpers: show completions nicely and stream text live into a cell.
 
-    from llama_ffi.notebook import show, display_stream, display_stream_async
+    from llama_ffi.display import show, display_stream, display_stream_async
     show(llm.create_chat_completion(messages))               # answer + finish reason + usage
     display_stream(llm.create_chat_completion(messages, stream=True))
     await display_stream_async(await llm.create_chat_completion_async(messages, stream=True))

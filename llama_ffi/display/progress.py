@@ -1,15 +1,16 @@
 """Progress bars only where a person is watching: a terminal or a Jupyter kernel.
 
-Model loading and hub downloads draw ``tqdm.auto`` bars (widgets in a notebook when
-ipywidgets is installed, a text bar otherwise); in scripts, pipes, CI and servers nothing is
-printed.
+Model loading (through ``Llama`` and the CLI) and hub downloads draw ``tqdm.auto`` bars
+(widgets in a notebook when ipywidgets is installed, a text bar otherwise); in scripts,
+pipes, CI and servers nothing is printed. ``native`` draws nothing: ``Model`` reports
+progress only to a ``progress=`` callback its caller passes, such as :func:`load_progress`.
 """
 
 from __future__ import annotations
 
 import sys
 
-__all__ = ["interactive", "tqdm_class"]
+__all__ = ["interactive", "load_progress", "tqdm_class"]
 
 
 def interactive() -> bool:
@@ -39,3 +40,21 @@ def _has_ipywidgets() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ipywidgets") is not None
+
+
+def load_progress():
+    """A ``ModelParams.progress`` callback drawing a bar while weights load, when a person is
+    watching (see :func:`interactive`); else None."""
+    tqdm = tqdm_class()
+    if tqdm is None:
+        return None
+    bar = tqdm(total=100, desc="loading model", unit="%", leave=False)
+
+    def update(fraction: float):
+        # llama.cpp calls this once per tensor; update() redraws at most every 0.1 s.
+        step = min(100, round(fraction * 100)) - bar.n
+        if step > 0:
+            bar.update(step)
+        if fraction >= 1.0:
+            bar.close()
+    return update

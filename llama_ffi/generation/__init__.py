@@ -1,6 +1,6 @@
 """The generation core: one request's life, whichever driver runs it.
 
-``Llama`` drives it with one sequence (``llama_ffi.completion``), ``Engine`` with many
+``Llama`` drives it with one sequence (``llama_ffi.llama.session``), ``Engine`` with many
 (``llama_ffi.engine``); the server goes through ``Engine``. Everything a request needs is
 here, once:
 

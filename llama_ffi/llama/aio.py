@@ -1,7 +1,7 @@
 """asyncio front-ends: the blocking work runs in a worker thread, never on the event loop.
 
 Works inside any running loop (Jupyter included): nothing here starts or nests a loop.
-Calls from several tasks or threads on one ``Llama`` are serialised by the engine's lock,
+Calls from several tasks or threads on one ``Llama`` are serialised by the session's lock,
 so they queue rather than interleave. A streaming call returns an async iterator fed by
 the worker through the loop; leaving it early (``break``, task cancellation) sets a cancel
 token so the worker stops within a token, and the ``Llama`` stays usable.

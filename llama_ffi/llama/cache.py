@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .llama_tokens import longest_token_prefix
+from .tokens import longest_token_prefix
 
 __all__ = ["BaseLlamaCache", "LlamaCache", "LlamaRAMCache", "cached"]
 
@@ -109,7 +109,7 @@ def _restore(llama, prompt_tokens: list[int]) -> None:
     except KeyError:
         return
     saved = [int(t) for t in state.input_ids[: state.n_tokens]]
-    if longest_token_prefix(saved, prompt_tokens) > longest_token_prefix(llama._engine.cache, prompt_tokens):
+    if longest_token_prefix(saved, prompt_tokens) > longest_token_prefix(llama._session.cache, prompt_tokens):
         llama.load_state(state)
 
 

@@ -1,4 +1,4 @@
-"""``Llama.create_chat_completion``: OpenAI chat shapes over the completion engine.
+"""``Llama.create_chat_completion``: OpenAI chat shapes over the one-sequence session.
 
 A ``chat_handler`` (llama-cpp-python style) answers the whole request. Otherwise the
 shared chat pipeline (``llama_ffi.chat.pipeline``, also used by the server) builds the
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .chat.pipeline import (
+from ..chat.pipeline import (
     ChatRequest,
     DeltaPipeline,
     build_chat,
@@ -20,8 +20,8 @@ from .chat.pipeline import (
     split_chat_options,
     top_logprobs,
 )
-from .generation.options import split_options
-from .generation.results import usage
+from ..generation.options import split_options
+from ..generation.results import usage
 
 __all__ = ["create_chat_completion", "create_chat_completion_openai_v1"]
 
@@ -43,17 +43,17 @@ def create_chat_completion(llama, messages: Sequence[Mapping[str, Any]], **optio
     max_tokens = options.pop("max_tokens")
     opts, params = split_options(options, llama.sampling)
     opts.max_tokens, opts.add_special, opts.parse_special = max_tokens, request.add_bos, True
-    engine = llama._engine
-    run = engine.prepare(request.prompt, opts, params)
+    session = llama._session
+    run = session.prepare(request.prompt, opts, params)
     run.id = "chat" + run.id  # chatcmpl-...
 
     def finish():
         if opts.stream:
-            return _stream(engine, request, run, params)
-        return _response(engine, request, run, "".join(engine.generate(run, params)))
+            return _stream(session, request, run, params)
+        return _response(session, request, run, "".join(session.generate(run, params)))
     if llama.cache is None:
         return finish()
-    from .llama_cache import cached
+    from .cache import cached
 
     return cached(llama, run, finish, opts.stream)
 
@@ -70,25 +70,25 @@ def create_chat_completion_openai_v1(llama, *args: Any, **kwargs: Any):
     return ChatCompletion(**llama.create_chat_completion(*args, **kwargs))
 
 
-def _chat_logprobs(engine, collector, start: int = 0) -> dict | None:
+def _chat_logprobs(session, collector, start: int = 0) -> dict | None:
     if collector is None:
         return None
-    return collector.chat_logprobs(engine.pieces, start)
+    return collector.chat_logprobs(session.pieces, start)
 
 
-def _response(engine, request: ChatRequest, run, text: str) -> dict:
+def _response(session, request: ChatRequest, run, text: str) -> dict:
     message, finish = chat_message(request, text, run.finish_reason)
     return {
         "id": run.id, "object": "chat.completion", "created": run.created,
-        "model": run.opts.model or engine.model_name,
-        "choices": [{"index": 0, "message": message, "logprobs": _chat_logprobs(engine, run.logprobs),
+        "model": run.opts.model or session.model_name,
+        "choices": [{"index": 0, "message": message, "logprobs": _chat_logprobs(session, run.logprobs),
                      "finish_reason": finish}],
         "usage": usage(len(run.prompt_tokens), len(run.tokens)),
     }
 
 
-def _stream(engine, request: ChatRequest, run, params) -> Iterator[dict]:
-    model = run.opts.model or engine.model_name
+def _stream(session, request: ChatRequest, run, params) -> Iterator[dict]:
+    model = run.opts.model or session.model_name
 
     def chunk(delta: dict, finish: str | None = None, logprobs=None) -> dict:
         return {"id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
@@ -96,7 +96,7 @@ def _stream(engine, request: ChatRequest, run, params) -> Iterator[dict]:
 
     pipeline = DeltaPipeline(request)
     collector, seen = run.logprobs, 0
-    gen = engine.generate(run, params)
+    gen = session.generate(run, params)
     try:
         yield chunk({"role": "assistant"})
         for text in gen:
@@ -104,7 +104,7 @@ def _stream(engine, request: ChatRequest, run, params) -> Iterator[dict]:
             for delta in pipeline.feed(text, final=final):
                 logprobs = None
                 if collector is not None:
-                    logprobs = _chat_logprobs(engine, collector, seen)
+                    logprobs = _chat_logprobs(session, collector, seen)
                     seen = len(collector.entries)
                 yield chunk(delta, logprobs=logprobs)
         yield chunk({}, pipeline.finish_reason(run.finish_reason))

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ContextOverflowError, ValidationError
-from .native import Batch
+from ..errors import ContextOverflowError, ValidationError
+from ..native import Batch
 
 __all__ = ["create_embedding", "embed", "rerank"]
 
@@ -41,7 +41,7 @@ def _inputs(value, param: str = "input") -> tuple[list[str], bool]:
 def _encode_all(llama, token_lists: list[list[int]]) -> list[np.ndarray]:
     """One array per input: pooled (n_embd,) or per token (n_tokens, n_embd)."""
     ctx = llama.context
-    engine = llama._engine
+    session = llama._session
     pooled = ctx.pooling_type != _POOLING_NONE
     n_batch, n_seq = ctx.n_batch, ctx.n_seq_max
     results: list[np.ndarray | None] = [None] * len(token_lists)
@@ -64,9 +64,9 @@ def _encode_all(llama, token_lists: list[list[int]]) -> list[np.ndarray]:
         batch.clear()
         pending.clear()
 
-    engine.acquire()
+    session.acquire()
     try:
-        engine.invalidate()  # the KV cache is about to hold other sequences
+        session.invalidate()  # the KV cache is about to hold other sequences
         for index, tokens in enumerate(token_lists):
             if batch.n_tokens + len(tokens) > n_batch or len(pending) == n_seq:
                 flush()
@@ -75,8 +75,8 @@ def _encode_all(llama, token_lists: list[list[int]]) -> list[np.ndarray]:
         flush()
     finally:
         ctx.memory_clear()
-        engine.loop.pos = 0
-        engine.release()
+        session.loop.pos = 0
+        session.release()
     return results  # type: ignore[return-value]
 
 

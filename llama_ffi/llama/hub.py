@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError, ValidationError
-from .progress import tqdm_class
+from ..display.progress import tqdm_class
+from ..errors import ModelLoadError, ValidationError
 
 __all__ = ["download", "from_pretrained", "resolve_files", "split_parts"]
 

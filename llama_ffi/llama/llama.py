@@ -2,11 +2,11 @@
 
 Code written for llama-cpp-python moves over by changing the import. The class is small:
 construction sorts keyword arguments into typed groups (:class:`ModelParams`,
-:class:`ContextParams`, :class:`LlamaSettings`); completion is the engine in
-``completion.py``, chat in ``llama_chat.py``, embeddings in ``llama_embed.py``, asyncio in
-``llama_async.py``, the Hugging Face hub in ``hub.py``, the token-level API (``eval``,
-``sample``, ``generate``, ``input_ids``, ``scores``, ``LlamaTokenizer``) in
-``llama_tokens.py`` and prompt caches in ``llama_cache.py``. docs/api.md maps every public
+:class:`ContextParams`, :class:`LlamaSettings`); completion is the :class:`Session` in
+``session.py``, chat in ``chat.py``, embeddings in ``embed.py``, asyncio in ``aio.py``, the
+Hugging Face hub in ``hub.py``, the token-level API (``eval``, ``sample``, ``generate``,
+``input_ids``, ``scores``, ``LlamaTokenizer``) in ``tokens.py`` and prompt caches in
+``cache.py``. docs/api.md maps every public
 name of llama-cpp-python's ``Llama`` to this one.
 
 >>> with Llama("model.gguf", n_ctx=2048, verbose=False) as llm:
@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from . import completion, llama_tokens
-from .generation.options import split_options
-from .errors import ValidationError
-from .native import Context, ContextParams, LoraAdapter, Model, ModelParams
-from .generation.sampling import SamplingParams
+from ..errors import ValidationError
+from ..generation.options import split_options
+from ..generation.sampling import SamplingParams
+from ..native import Context, ContextParams, LoraAdapter, Model, ModelParams
+from . import tokens as _tokens
+from .session import Session, SessionStats, complete, stream
 
 __all__ = ["Llama", "LlamaSettings", "LlamaState"]
 
@@ -134,6 +135,17 @@ def _enable_verbose() -> None:
             logger.setLevel(logging.INFO)
 
 
+def _with_load_bar(mp: ModelParams) -> ModelParams:
+    """A progress bar while the weights load, where a person is watching (a terminal or a
+    notebook): ``native`` draws nothing itself. The caller's own ``progress`` wins."""
+    if mp.progress is not None:
+        return mp
+    from ..display.progress import load_progress
+
+    bar = load_progress()
+    return mp if bar is None else replace(mp, progress=bar)
+
+
 @dataclass
 class LlamaState:
     """A saved context (``Llama.save_state``), with llama-cpp-python's field names."""
@@ -155,7 +167,7 @@ class Llama:
     def __init__(self, model_path: str | os.PathLike | None = None, *,
                  model_params: ModelParams | None = None, context_params: ContextParams | None = None,
                  **kwargs: Any) -> None:
-        from .models import default_model_path
+        from .default_model import default_model_path
 
         mp, cp, settings = _sort_kwargs(kwargs, model_params, context_params)
         settings.validate()
@@ -166,15 +178,14 @@ class Llama:
             raise ValidationError(f"Model path does not exist: {path}", param="model_path")
         self.settings = settings
         self.model_path = str(path)
-        self._model = Model(path, mp)
+        self._model = Model(path, _with_load_bar(mp))
         try:
             self._context = Context(self._model, cp)
             self._loras: list[LoraAdapter] = []
             default_loras = {}
             if settings.lora_path:
                 default_loras = {self.load_lora(settings.lora_path): float(settings.lora_scale)}
-            self._engine = completion.CompletionEngine(self._context, model_name=self.model_path,
-                                                       default_loras=default_loras)
+            self._session = Session(self._context, model_name=self.model_path, default_loras=default_loras)
         except BaseException:
             self._model.close()
             raise
@@ -194,8 +205,8 @@ class Llama:
         self.n_threads = cp.n_threads or os.cpu_count() or 1
         self.n_threads_batch = cp.n_threads_batch or self.n_threads
         self.cache = None  # a prompt cache: see set_cache
-        self.tokenizer_ = llama_tokens.LlamaTokenizer(self)
-        self._scores = llama_tokens.Scores(ctx.n_ctx if settings.logits_all else self.n_batch, self.n_vocab())
+        self.tokenizer_ = _tokens.LlamaTokenizer(self)
+        self._scores = _tokens.Scores(ctx.n_ctx if settings.logits_all else self.n_batch, self.n_vocab())
 
     # --- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
@@ -234,8 +245,8 @@ class Llama:
             return "<Llama ?>"
 
     def _repr_html_(self) -> str:
-        """A small table in Jupyter (model facts, context size); see llama_ffi.notebook."""
-        from .notebook import llama_html
+        """A small table in Jupyter (model facts, context size); see llama_ffi.display."""
+        from ..display.notebook import llama_html
 
         return llama_html(self)
 
@@ -271,9 +282,9 @@ class Llama:
         return self._context.ptr
 
     @property
-    def stats(self) -> completion.EngineStats:
+    def stats(self) -> SessionStats:
         """Prompt/generated token counters (``stats.last_prefill``: prefix reuse at work)."""
-        return self._engine.stats
+        return self._session.stats
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -291,13 +302,13 @@ class Llama:
         ``cancel``, ``loras``, ``reset_kv_cache``, ``truncate`` (see CompletionOptions)."""
         opts, params = split_options(options, self.sampling)
         opts.suffix, opts.max_tokens = suffix, max_tokens
-        run = self._engine.prepare(prompt, opts, params)
-        finish = completion.stream if opts.stream else completion.complete
+        run = self._session.prepare(prompt, opts, params)
+        finish = stream if opts.stream else complete
         if self.cache is None:
-            return finish(self._engine, run, params)
-        from .llama_cache import cached
+            return finish(self._session, run, params)
+        from .cache import cached
 
-        return cached(self, run, lambda: finish(self._engine, run, params), opts.stream)
+        return cached(self, run, lambda: finish(self._session, run, params), opts.stream)
 
     __call__ = create_completion
 
@@ -311,8 +322,8 @@ class Llama:
         yielded whole). Stop iterating to stop generating."""
         options["stream"] = False
         opts, params = split_options(options, self.sampling)
-        run = self._engine.prepare(prompt, opts, params)
-        gen = self._engine.generate(run, params)
+        run = self._session.prepare(prompt, opts, params)
+        gen = self._session.generate(run, params)
         try:
             for text in gen:
                 if text:
@@ -322,81 +333,81 @@ class Llama:
 
     def create_chat_completion(self, messages: list[dict], **options: Any) -> dict | Iterator[dict]:
         """A ``chat.completion`` dict, or ``chat.completion.chunk`` iterator with stream=True."""
-        from .llama_chat import create_chat_completion
+        from .chat import create_chat_completion
 
         return create_chat_completion(self, messages, **options)
 
     def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any):
         """``create_chat_completion`` as the ``openai`` package's ChatCompletion (or an
         iterator of ChatCompletionChunk with stream=True); needs ``pip install openai``."""
-        from .llama_chat import create_chat_completion_openai_v1
+        from .chat import create_chat_completion_openai_v1
 
         return create_chat_completion_openai_v1(self, *args, **kwargs)
 
-    # --- llama-cpp-python's token-level API (llama_tokens.py) ------------------------------
+    # --- llama-cpp-python's token-level API (tokens.py) ------------------------------
     def eval(self, tokens: Sequence[int]) -> None:
         """Decode ``tokens`` after the ``n_tokens`` already evaluated."""
-        llama_tokens.evaluate(self, tokens)
+        _tokens.evaluate(self, tokens)
 
     def sample(self, *, idx: int | None = None, logits_processor=None, grammar=None, **sampling: Any) -> int:
         """A token from the logits of evaluated token ``idx`` (default: the last). Keywords:
         llama-cpp-python's (top_k=40, top_p=0.95, min_p=0.05, typical_p=1.0, temp=0.8,
         repeat/frequency/presence_penalty, mirostat_mode/tau/eta; tfs_z, penalize_nl ignored)."""
-        return llama_tokens.sample(self, idx=idx, logits_processor=logits_processor, grammar=grammar, **sampling)
+        return _tokens.sample(self, idx=idx, logits_processor=logits_processor, grammar=grammar, **sampling)
 
     def generate(self, tokens: Sequence[int], *, reset: bool = True, logits_processor=None,
                  stopping_criteria=None, grammar=None, **sampling: Any) -> Iterator[int]:
         """Yield sampled token ids (end-of-generation ones too) until the caller stops, as
         llama-cpp-python's ``generate``; sampling keywords as for :meth:`sample`. For text,
         use :meth:`generate_text` or :meth:`create_completion`."""
-        return llama_tokens.generate(self, tokens, reset=reset, logits_processor=logits_processor,
+        return _tokens.generate(self, tokens, reset=reset, logits_processor=logits_processor,
                                      stopping_criteria=stopping_criteria, grammar=grammar, **sampling)
 
     @property
     def n_tokens(self) -> int:
         """How many tokens the KV cache holds (set it lower to forget the rest)."""
-        return len(self._engine.cache)
+        return len(self._session.cache)
 
     @n_tokens.setter
     def n_tokens(self, value: int) -> None:
-        llama_tokens.set_n_tokens(self, value)
+        _tokens.set_n_tokens(self, value)
 
     @property
     def input_ids(self) -> np.ndarray:
         """``(n_ctx,)`` intc array whose first ``n_tokens`` are the evaluated tokens (a copy)."""
-        return llama_tokens.input_ids(self)
+        return _tokens.input_ids(self)
 
     @property
     def scores(self) -> np.ndarray:
         """``(n_ctx, n_vocab)`` float32 logits per evaluated token (``(n_batch, n_vocab)``
         without ``logits_all``); rows are filled by ``eval`` with ``logits_all=True``."""
-        return llama_tokens.scores(self)
+        return _tokens.scores(self)
 
     @property
     def eval_tokens(self) -> deque:
-        return deque(self._engine.cache, maxlen=self.n_ctx())
+        return deque(self._session.cache, maxlen=self.n_ctx())
 
     @property
     def eval_logits(self) -> deque:
-        return llama_tokens.eval_logits(self)
+        return _tokens.eval_logits(self)
 
-    logits_to_logprobs = staticmethod(llama_tokens.logits_to_logprobs)
-    longest_token_prefix = staticmethod(llama_tokens.longest_token_prefix)
+    logits_to_logprobs = staticmethod(_tokens.logits_to_logprobs)
+    longest_token_prefix = staticmethod(_tokens.longest_token_prefix)
 
     # --- embeddings -----------------------------------------------------------------------
     def create_embedding(self, input: str | list[str], model: str | None = None) -> dict:  # noqa: A002
-        from .llama_embed import create_embedding
+        from .embed import create_embedding
 
         return create_embedding(self, input, model=model)
 
     def embed(self, input: str | list[str], normalize: bool = False, truncate: bool = True,  # noqa: A002
               return_count: bool = False):
-        from .llama_embed import embed
+        from .embed import embed
 
         return embed(self, input, normalize=normalize, truncate=truncate, return_count=return_count)
 
     def rerank(self, query: str, documents: list[str]) -> list[float]:
-        from .llama_embed import rerank
+        from .embed import rerank
 
         return rerank(self, query, documents)
 
@@ -406,32 +417,32 @@ class Llama:
 
     # --- async ------------------------------------------------------------------------------
     async def create_completion_async(self, prompt, **options):
-        from .llama_async import create_completion_async
+        from .aio import create_completion_async
 
         return await create_completion_async(self, prompt, **options)
 
     async def create_chat_completion_async(self, messages, **options):
-        from .llama_async import create_chat_completion_async
+        from .aio import create_chat_completion_async
 
         return await create_chat_completion_async(self, messages, **options)
 
     async def create_embedding_async(self, input, **options):  # noqa: A002
-        from .llama_async import create_embedding_async
+        from .aio import create_embedding_async
 
         return await create_embedding_async(self, input, **options)
 
     # --- tokens ---------------------------------------------------------------------------
     def tokenize(self, text: bytes | str, add_bos: bool = True, special: bool = False) -> list[int]:
         """Token ids of ``text`` (UTF-8 bytes, as in llama-cpp-python, or str)."""
-        return llama_tokens.tokenize(self._model.vocab, text, add_bos, special)
+        return _tokens.tokenize(self._model.vocab, text, add_bos, special)
 
     def detokenize(self, tokens: list[int], prev_tokens: list[int] | None = None, special: bool = False) -> bytes:
         """The bytes ``tokens`` spell; with ``prev_tokens`` only what ``tokens`` add."""
-        return llama_tokens.detokenize(self._model.vocab, tokens, prev_tokens, special)
+        return _tokens.detokenize(self._model.vocab, tokens, prev_tokens, special)
 
-    def tokenizer(self) -> llama_tokens.LlamaTokenizer:
+    def tokenizer(self) -> _tokens.LlamaTokenizer:
         """A ``LlamaTokenizer`` for this model (tokenize, detokenize, encode, decode)."""
-        return llama_tokens.LlamaTokenizer(self)
+        return _tokens.LlamaTokenizer(self)
 
     def token_bos(self) -> int:
         bos = self._model.vocab.bos
@@ -456,14 +467,14 @@ class Llama:
 
     # --- state ----------------------------------------------------------------------------
     def save_state(self) -> LlamaState:
-        engine = self._engine
-        engine.acquire()
+        session = self._session
+        session.acquire()
         try:
             data = self._context.state_bytes()
-            ids = np.asarray(engine.cache, dtype=np.intc)
+            ids = np.asarray(session.cache, dtype=np.intc)
             rows = self.scores[: len(ids)].copy() if self.settings.logits_all else None
         finally:
-            engine.release()
+            session.release()
         seed = self.sampling.seed
         return LlamaState(input_ids=ids, scores=rows, n_tokens=len(ids), llama_state=data,
                           llama_state_size=len(data), seed=LLAMA_DEFAULT_SEED if seed is None else seed)
@@ -473,36 +484,36 @@ class Llama:
         saved with logits_all) and the seed."""
         if not isinstance(state, LlamaState):
             raise ValidationError("load_state takes what save_state returned", param="state")
-        engine = self._engine
-        engine.acquire()
+        session = self._session
+        session.acquire()
         try:
-            engine.invalidate()
+            session.invalidate()
             self._context.load_state_bytes(state.llama_state)
-            engine.cache = [int(t) for t in state.input_ids[: state.n_tokens]]
-            engine.loop.pos = len(engine.cache)
-            self._scores.restore(engine.cache, state.scores)
+            session.cache = [int(t) for t in state.input_ids[: state.n_tokens]]
+            session.loop.pos = len(session.cache)
+            self._scores.restore(session.cache, state.scores)
         finally:
-            engine.release()
+            session.release()
         self.sampling = replace(self.sampling, seed=None if state.seed in (-1, LLAMA_DEFAULT_SEED) else state.seed)
 
     def reset(self) -> None:
         """Forget the KV cache (the next call decodes its whole prompt)."""
-        engine = self._engine
-        engine.acquire()
+        session = self._session
+        session.acquire()
         try:
             self._context.memory_clear()
-            engine.invalidate()
-            engine.loop.pos = 0
+            session.invalidate()
+            session.loop.pos = 0
         finally:
-            engine.release()
+            session.release()
 
     def set_seed(self, seed: int) -> None:
         self.sampling = self.sampling.updated(seed=seed)
         self.sampling.validate()
 
     def set_cache(self, cache) -> None:
-        """Use a prompt cache (``llama_ffi.llama_cache.LlamaRAMCache()``; None: none): see
-        llama_cache.py."""
+        """Use a prompt cache (``llama_ffi.LlamaRAMCache()``; None: none): see
+        llama/cache.py."""
         if cache is not None and not all(hasattr(cache, m) for m in ("__getitem__", "__setitem__", "__contains__")):
             raise ValidationError("cache must be a LlamaRAMCache or offer the same mapping methods", param="cache")
         self.cache = cache

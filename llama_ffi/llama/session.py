@@ -1,13 +1,13 @@
-"""The completion engine behind ``Llama.create_completion``.
+"""``Session``: the one-sequence driver behind ``Llama.create_completion``.
 
-One engine owns one context and one :class:`TokenLoop` (sequence 0). It remembers which
+One session owns one context and one :class:`TokenLoop` (sequence 0). It remembers which
 tokens the KV cache holds, so a call that shares a prefix with the previous one decodes
 only the new tokens (``stats.last_prefill`` says how many). Generation goes through
 ``TokenLoop.run``; per token the Python work is a list index (``Vocab.pieces``), one
 incremental UTF-8 decode and, only when stop strings were given, a check over the tail.
 Logits reach Python only for a logits processor, stopping criteria or logprobs.
 
-Calls on one engine are serialised by a lock; a stream holds it from its first chunk
+Calls on one session are serialised by a lock; a stream holds it from its first chunk
 until it ends or is closed, so the KV bookkeeping is never interleaved.
 """
 
@@ -19,20 +19,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CancelledError, ContextOverflowError, GenerationError
-from .generation.chains import build_chains, prime
-from .generation.options import CompletionOptions
-from .generation.output import SequenceOutput, log_softmax
-from .generation.results import completion_id, now, usage
-from .generation.sampling import SamplingParams
-from .generation.spec import GenerationSpec, budget, common_prefix, prepare
-from .native.loop import TokenLoop
+from ..errors import CancelledError, ContextOverflowError, GenerationError
+from ..generation.chains import build_chains, prime
+from ..generation.options import CompletionOptions
+from ..generation.output import SequenceOutput, log_softmax
+from ..generation.results import completion_id, now, usage
+from ..generation.sampling import SamplingParams
+from ..generation.spec import GenerationSpec, budget, common_prefix, prepare
+from ..native.loop import TokenLoop
 
-__all__ = ["CompletionEngine", "EngineStats"]
+__all__ = ["Session", "SessionStats"]
 
 
 @dataclass
-class EngineStats:
+class SessionStats:
     """Counters for tests and monitoring: tokens decoded for prompts and generated."""
 
     last_prefill: int = 0  # prompt tokens decoded by the last call (after prefix reuse)
@@ -74,7 +74,7 @@ class _Run:
 CANCEL_CHUNK = 128  # prompt tokens decoded between two checks of a cancel token
 
 
-class CompletionEngine:
+class Session:
     """Prompt handling, prefix reuse and the generation loop over one context."""
 
     def __init__(self, context, *, model_name: str, default_loras: dict | None = None) -> None:
@@ -91,7 +91,7 @@ class CompletionEngine:
         self.cache: list[int] = []  # tokens the KV cache holds for sequence 0
         self._cache_loras: dict = dict(default_loras or {})
         self.default_loras = dict(default_loras or {})
-        self.stats = EngineStats()
+        self.stats = SessionStats()
         self._lock = threading.Lock()
         self._owner: int | None = None
 
@@ -271,53 +271,53 @@ class _RowHolder:
 
 
 def _runs_on_gpu(model) -> bool:
-    from .native.devices import has_gpu
+    from ..native.devices import has_gpu
 
     return model.params.n_gpu_layers != 0 and has_gpu()
 
 
 # --- response shapes (llama-cpp-python's / OpenAI's text_completion) ------------------------
-def _echo_text(engine: CompletionEngine, run: _Run) -> str:
+def _echo_text(session: Session, run: _Run) -> str:
     if run.spec.prompt_text is not None:
         return run.spec.prompt_text
-    return engine.vocab.detokenize(run.prompt_tokens).decode("utf-8", errors="replace")
+    return session.vocab.detokenize(run.prompt_tokens).decode("utf-8", errors="replace")
 
 
-def complete(engine: CompletionEngine, run: _Run, params: SamplingParams) -> dict:
+def complete(session: Session, run: _Run, params: SamplingParams) -> dict:
     """Run to the end and return a ``text_completion`` object."""
-    text = "".join(engine.generate(run, params))
+    text = "".join(session.generate(run, params))
     if run.opts.echo:
-        text = _echo_text(engine, run) + text
-    logprobs = run.logprobs.completion_logprobs(engine.pieces) if run.logprobs is not None else None
+        text = _echo_text(session, run) + text
+    logprobs = run.logprobs.completion_logprobs(session.pieces) if run.logprobs is not None else None
     return {
         "id": run.id, "object": "text_completion", "created": run.created,
-        "model": run.opts.model or engine.model_name,
+        "model": run.opts.model or session.model_name,
         "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": run.finish_reason}],
         "usage": usage(len(run.prompt_tokens), len(run.tokens)),
     }
 
 
-def stream(engine: CompletionEngine, run: _Run, params: SamplingParams) -> Iterator[dict]:
+def stream(session: Session, run: _Run, params: SamplingParams) -> Iterator[dict]:
     """Yield ``text_completion`` chunks as text is decoded; the last carries finish_reason.
 
     Closing the iterator early (``break``) stops generation and leaves the Llama usable."""
-    model = run.opts.model or engine.model_name
+    model = run.opts.model or session.model_name
     collector, seen, offset = run.logprobs, 0, 0
 
     def chunk(text: str, finish: str | None) -> dict:
         nonlocal seen, offset
         logprobs = None
         if collector is not None:
-            logprobs = collector.completion_logprobs(engine.pieces, seen, offset)
+            logprobs = collector.completion_logprobs(session.pieces, seen, offset)
             seen = len(collector.entries)
             offset += sum(len(t) for t in logprobs["tokens"])
         return {"id": run.id, "object": "text_completion", "created": run.created, "model": model,
                 "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}]}
 
-    gen = engine.generate(run, params)
+    gen = session.generate(run, params)
     try:
         if run.opts.echo:
-            yield chunk(_echo_text(engine, run), None)
+            yield chunk(_echo_text(session, run), None)
         for text in gen:
             if run.finish_reason is not None:  # set just before the last delta
                 yield chunk(text, run.finish_reason)

@@ -1,7 +1,7 @@
 """llama-cpp-python's token-level ``Llama`` API: ``eval``, ``sample``, ``generate``, the
 ``n_tokens``/``input_ids``/``scores`` view of the KV cache, and ``LlamaTokenizer``.
 
-What the KV cache holds has one record: the completion engine's ``cache`` (the tokens of
+What the KV cache holds has one record: the session's ``cache`` (the tokens of
 sequence 0, in order). ``eval`` appends to it, so a completion whose prompt starts with
 evaluated tokens decodes only the rest; a completion rewrites it, and ``n_tokens`` and
 ``input_ids`` follow. ``scores[i]`` are the logits after token ``i``: with
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ContextOverflowError, ValidationError
+from ..errors import ContextOverflowError, ValidationError
 
 __all__ = ["LlamaTokenizer", "Scores", "evaluate", "generate", "logits_to_logprobs", "longest_token_prefix",
            "sample"]
@@ -64,7 +64,7 @@ class LlamaTokenizer:
     Note llama-cpp-python's defaults: here ``special=True``, in ``Llama.tokenize`` False."""
 
     def __init__(self, llama, *, owns_model: bool = False) -> None:
-        from .native import Model
+        from ..native import Model
 
         self._model = llama if isinstance(llama, Model) else llama.model
         self._owns_model = owns_model
@@ -85,7 +85,7 @@ class LlamaTokenizer:
     @classmethod
     def from_ggml_file(cls, path) -> "LlamaTokenizer":
         """A tokenizer from a GGUF file, loading its vocabulary only."""
-        from .native import Model, ModelParams
+        from ..native import Model, ModelParams
 
         return cls(Model(path, ModelParams(vocab_only=True, n_gpu_layers=0)), owns_model=True)
 
@@ -164,13 +164,13 @@ class Scores:
 
 
 def scores(llama) -> np.ndarray:
-    llama._scores.sync(llama._engine.cache)
+    llama._scores.sync(llama._session.cache)
     return llama._scores.array()
 
 
 def input_ids(llama) -> np.ndarray:
     """llama-cpp-python's ``input_ids``: ``(n_ctx,)`` intc, the first ``n_tokens`` valid."""
-    held = llama._engine.cache
+    held = llama._session.cache
     ids = np.zeros(llama.n_ctx(), dtype=np.intc)
     ids[: len(held)] = held
     return ids
@@ -178,7 +178,7 @@ def input_ids(llama) -> np.ndarray:
 
 def eval_logits(llama) -> deque:
     """Logits rows of the evaluated tokens (every row with logits_all, else the last)."""
-    n = len(llama._engine.cache)
+    n = len(llama._session.cache)
     if llama.settings.logits_all:
         return deque(scores(llama)[:n].tolist(), maxlen=llama.n_ctx())
     if n == 0:
@@ -193,23 +193,23 @@ def eval_logits(llama) -> deque:
 def set_n_tokens(llama, n: int) -> None:
     """Keep the first ``n`` evaluated tokens, forget the rest (llama-cpp-python's
     ``llm.n_tokens = n``)."""
-    engine = llama._engine
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= len(engine.cache):
-        raise ValidationError(f"n_tokens must be an integer in [0, {len(engine.cache)}]", param="n_tokens")
-    engine.acquire()
+    session = llama._session
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= len(session.cache):
+        raise ValidationError(f"n_tokens must be an integer in [0, {len(session.cache)}]", param="n_tokens")
+    session.acquire()
     try:
         _truncate(llama, int(n))
     finally:
-        engine.release()
+        session.release()
 
 
 def _truncate(llama, keep: int) -> None:
-    engine, ctx = llama._engine, llama.context
-    if keep < len(engine.cache) and not ctx.memory_seq_rm(0, keep, -1):
+    session, ctx = llama._session, llama.context
+    if keep < len(session.cache) and not ctx.memory_seq_rm(0, keep, -1):
         ctx.memory_clear()  # a recurrent model cannot drop a tail: start over
         keep = 0
-    engine.cache = engine.cache[:keep]
-    engine.loop.pos = keep
+    session.cache = session.cache[:keep]
+    session.loop.pos = keep
 
 
 def _token_list(llama, tokens: Iterable[int]) -> list[int]:
@@ -223,18 +223,18 @@ def _token_list(llama, tokens: Iterable[int]) -> list[int]:
 def evaluate(llama, tokens: Iterable[int]) -> None:
     """Decode ``tokens`` after the ``n_tokens`` already evaluated (llama-cpp-python's ``eval``)."""
     ids = _token_list(llama, tokens)
-    engine = llama._engine
-    engine.acquire()
+    session = llama._session
+    session.acquire()
     try:
         _eval(llama, ids)
     finally:
-        engine.release()
+        session.release()
 
 
 def _eval(llama, ids: list[int]) -> None:
-    engine, ctx = llama._engine, llama.context
-    engine._apply_loras(None)  # the adapters set at construction, as for completions
-    start = len(engine.cache)
+    session, ctx = llama._session, llama.context
+    session._apply_loras(None)  # the adapters set at construction, as for completions
+    start = len(session.cache)
     if start + len(ids) > ctx.n_ctx_seq:
         raise ContextOverflowError(f"Requested tokens ({start + len(ids)}) exceed context window of {ctx.n_ctx_seq}",
                                    n_tokens=start + len(ids), n_ctx=ctx.n_ctx_seq, param="tokens")
@@ -243,7 +243,7 @@ def _eval(llama, ids: list[int]) -> None:
     ctx.memory_seq_rm(0, start, -1)  # anything past n_tokens (llama-cpp-python does the same)
     on_chunk = None
     if llama.settings.logits_all:
-        llama._scores.sync(engine.cache)
+        llama._scores.sync(session.cache)
         rows = llama._scores.array()
 
         def on_chunk(offset: int, n: int) -> None:
@@ -251,14 +251,14 @@ def _eval(llama, ids: list[int]) -> None:
                 rows[start + offset + j] = ctx.logits(j)
             llama._scores.filled[start + offset: start + offset + n] = True
     try:
-        engine.loop.prefill(ids, start, on_chunk=on_chunk)
+        session.loop.prefill(ids, start, on_chunk=on_chunk)
     except BaseException:
         ctx.memory_seq_rm(0, start, -1)  # a failed decode may have left part of a chunk
-        engine.loop.pos = start
+        session.loop.pos = start
         raise
-    engine.cache = engine.cache + ids
+    session.cache = session.cache + ids
     if on_chunk is not None:
-        llama._scores.tokens = list(engine.cache)
+        llama._scores.tokens = list(session.cache)
 
 
 # --- sample ------------------------------------------------------------------------------------------
@@ -301,8 +301,8 @@ def _grammar_sampler(grammar, vocab):
     """A grammar sampler for a ``LlamaGrammar`` or GBNF text (None: no grammar)."""
     if grammar is None:
         return None
-    from .grammar import LlamaGrammar
-    from .native.sampler import Sampler
+    from ..grammar import LlamaGrammar
+    from ..native.sampler import Sampler
 
     if isinstance(grammar, (str, bytes)):
         grammar = LlamaGrammar.from_string(grammar)
@@ -314,8 +314,8 @@ def _grammar_sampler(grammar, vocab):
 def sample(llama, *, idx: int | None = None, logits_processor=None, grammar=None, **knobs: Any) -> int:
     """A token sampled from the logits of evaluated token ``idx`` (default: the last)."""
     params, procs = _params(llama, knobs), _processors(logits_processor)
-    engine = llama._engine
-    engine.acquire()
+    session = llama._session
+    session.acquire()
     chain = None
     try:
         chain = _chain(llama, params, grammar)
@@ -323,7 +323,7 @@ def sample(llama, *, idx: int | None = None, logits_processor=None, grammar=None
     finally:
         if chain is not None:
             chain.close()
-        engine.release()
+        session.release()
 
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # struct llama_token_data
@@ -334,7 +334,7 @@ def _sample(llama, chain, idx: int | None, procs: list) -> tuple[int, np.ndarray
     the chain runs over it in C (llama_sampler_sample's steps: apply, then accept)."""
     row = _row(llama, idx)
     if procs:
-        ids = np.asarray(llama._engine.cache, dtype=np.intc)
+        ids = np.asarray(llama._session.cache, dtype=np.intc)
         for proc in procs:
             result = proc(ids, row)
             if result is not None and result is not row:
@@ -348,7 +348,7 @@ def _sample(llama, chain, idx: int | None, procs: list) -> tuple[int, np.ndarray
 
 def _row(llama, idx: int | None) -> np.ndarray:
     """A copy of the logits after evaluated token ``idx`` (default: the last)."""
-    held = llama._engine.cache
+    held = llama._session.cache
     n = len(held)
     if n == 0:
         raise ValidationError("nothing is evaluated: call eval(tokens) before sample()", param="idx")
@@ -375,7 +375,7 @@ def generate(llama, tokens: Sequence[int], *, reset: bool = True, logits_process
         raise ValidationError("generate() takes token ids, as llama-cpp-python's does (llm.tokenize(text)); "
                               "for text use generate_text() or create_completion()", param="tokens")
     ids = _token_list(llama, tokens)
-    if not ids and (reset or not llama._engine.cache):
+    if not ids and (reset or not llama._session.cache):
         raise ValidationError("generate() needs at least one prompt token", param="tokens")
     if stopping_criteria is not None and not callable(stopping_criteria):
         raise ValidationError("stopping_criteria must be callable(input_ids, logits) -> bool",
@@ -386,24 +386,24 @@ def generate(llama, tokens: Sequence[int], *, reset: bool = True, logits_process
 
 def _generate(llama, ids: list[int], params, reset: bool, procs: list, criteria,
               grammar) -> Iterator[int]:
-    engine, ctx = llama._engine, llama.context
-    engine.acquire()
+    session, ctx = llama._session, llama.context
+    session.acquire()
     chain = None
     try:
         chain = _chain(llama, params, grammar)
-        engine._apply_loras(None)  # first: switching adapters empties the KV cache
+        session._apply_loras(None)  # first: switching adapters empties the KV cache
         if reset:
-            keep = min(longest_token_prefix(engine.cache, ids), len(ids) - 1)  # the last one gives the logits
+            keep = min(longest_token_prefix(session.cache, ids), len(ids) - 1)  # the last one gives the logits
             _truncate(llama, keep)
             ids = ids[keep:]
-        while len(engine.cache) + len(ids) <= ctx.n_ctx_seq:
+        while len(session.cache) + len(ids) <= ctx.n_ctx_seq:
             _eval(llama, ids)
             token, row = _sample(llama, chain, None, procs)
-            if criteria is not None and criteria(np.asarray(engine.cache, dtype=np.intc), row):
+            if criteria is not None and criteria(np.asarray(session.cache, dtype=np.intc), row):
                 return
             sent = yield token
             ids = [token, *(_token_list(llama, sent) if sent is not None else ())]
     finally:
         if chain is not None:
             chain.close()
-        engine.release()
+        session.release()

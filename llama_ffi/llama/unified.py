@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat.toolcall_base import ToolCall
-from .errors import ClosedError, ValidationError
+from ..chat.toolcall_base import ToolCall
+from ..errors import ClosedError, ValidationError
 
 __all__ = ["ChatDelta", "ChatResult", "UnifiedLLM"]
 
@@ -88,7 +88,7 @@ class UnifiedLLM:
     def family(self):
         """The :class:`~llama_ffi.chat.families.ModelFamily` read from the template and metadata."""
         if self._family is None:
-            from .chat.families import detect_family
+            from ..chat.families import detect_family
 
             model = self._require().model
             self._family = detect_family(model.metadata, model.chat_template())

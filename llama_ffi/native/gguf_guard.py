@@ -15,7 +15,7 @@ import os
 import struct
 from pathlib import Path
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # llama.cpp refuses v1
@@ -203,7 +203,7 @@ def _check_metadata(r: _Reader, metadata: dict[str, object]) -> None:
 
 
 def _check_tensors(r: _Reader, n_tensors: int, metadata: dict[str, object]) -> None:
-    from .native._abi import GGML_TYPE_SIZES  # plain data: no library is loaded
+    from ._abi import GGML_TYPE_SIZES  # plain data: no library is loaded
 
     names, extents = set(), []
     for _ in range(n_tensors):

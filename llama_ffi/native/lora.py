@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from ..gguf_check import check_gguf_file
 from ._lib import ffi
+from .gguf_guard import check_gguf_file
 from .handle import Handle
 
 

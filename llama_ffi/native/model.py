@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 
 from ..errors import CancelledError, ModelLoadError
-from ..gguf_check import check_gguf_file
-from ..progress import tqdm_class
 from ._lib import ffi, get_lib
+from .gguf_guard import check_gguf_file
 from .handle import Handle
 from .params import SPLIT_MODES, ModelParams, _lookup
 from .rpc import model_devices
@@ -48,23 +47,6 @@ class _ProgressBridge:
         except BaseException as exc:  # noqa: BLE001 - re-raised once the C call returns
             self.error = exc
             return False
-
-
-def _terminal_progress():
-    """A progress bar when a person is watching a terminal or a notebook, else nothing."""
-    tqdm = tqdm_class()
-    if tqdm is None:
-        return None
-    bar = tqdm(total=100, desc="loading model", unit="%", leave=False)
-
-    def update(fraction: float):
-        # llama.cpp calls this once per tensor; update() redraws at most every 0.1 s.
-        step = min(100, round(fraction * 100)) - bar.n
-        if step > 0:
-            bar.update(step)
-        if fraction >= 1.0:
-            bar.close()
-    return update
 
 
 class Model(Handle):
@@ -128,9 +110,8 @@ class Model(Handle):
         if params.kv_overrides:
             keep["kv"] = _kv_overrides(params.kv_overrides)
             c_params.kv_overrides = keep["kv"]
-        progress = params.progress or _terminal_progress()
-        if progress is not None:
-            keep["bridge"] = _ProgressBridge(progress)
+        if params.progress is not None:  # no default bar here: Llama and the CLI pass one
+            keep["bridge"] = _ProgressBridge(params.progress)
             c_params.progress_callback = keep["bridge"].c_callback
         return keep
 

@@ -47,10 +47,14 @@ class ModelParams:
     default); 0 keeps everything on the CPU.
 
     ``rpc_servers`` (``["10.0.0.2:50052", ...]``) adds the devices of RPC workers
-    (``python -m llama_ffi.rpc_server``) in front of the local GPUs, and the offloaded
+    (``llama-ffi rpc-server``) in front of the local GPUs, and the offloaded
     layers are spread over all of them. ``devices`` names the local devices to use
     (``[d.name for d in llama_ffi.native.devices()]``; ``[]``: none, only the CPU and the
     RPC workers); ``None`` means every local GPU.
+
+    ``progress`` is called with the fraction loaded (return ``False`` to cancel). ``None``:
+    no callback, so nothing is drawn; ``Llama`` and the CLI pass a bar when a person is
+    watching (``llama_ffi.display.progress``).
     """
 
     n_gpu_layers: int | None = None

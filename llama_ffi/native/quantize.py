@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 from ..errors import LlamaError, ModelLoadError, ValidationError
-from ..gguf_check import check_gguf_file
 from ._lib import ffi, get_lib
+from .gguf_guard import check_gguf_file
 
 __all__ = ["FTYPES", "ftype_name", "quantize"]
 

@@ -1,6 +1,6 @@
 """llama.cpp's RPC backend: serve local devices to other machines, and use theirs.
 
-A worker runs :func:`serve_rpc` (or ``python -m llama_ffi.rpc_server``); a client lists the
+A worker runs :func:`serve_rpc` (or ``llama-ffi rpc-server``); a client lists the
 workers in ``ModelParams(rpc_servers=[...])`` and llama.cpp spreads the model's layers over
 their devices, as over local GPUs.
 

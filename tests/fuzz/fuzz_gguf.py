@@ -15,8 +15,8 @@ import _harness
 import atheris
 
 with atheris.instrument_imports():
-    from llama_ffi import gguf_check
     from llama_ffi.errors import ModelLoadError
+    from llama_ffi.native import gguf_guard
 
 REAL = _harness.REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 HEAD = 64 * 1024  # header, metadata and part of the tensor table
@@ -38,8 +38,8 @@ def seeds() -> list[bytes]:
 def target(data: bytes) -> None:
     with open(_PATH, "wb") as f:
         f.write(data)
-    gguf_check._checked.clear()  # its cache is keyed by (path, size, mtime): each input is new
-    gguf_check.check_gguf_file(_PATH)
+    gguf_guard._checked.clear()  # its cache is keyed by (path, size, mtime): each input is new
+    gguf_guard.check_gguf_file(_PATH)
 
 
 if __name__ == "__main__":
