@@ -1,7 +1,8 @@
 """Where an engine step's time goes: ``python -m scripts.bench.engine_profile MODEL [N] [N_GEN]``.
 
 Runs N concurrent requests of N_GEN tokens through ``Engine`` under several variants
-(sampling on the device or the host, greedy or temperature, an asyncio consumer or none)
+(plain chains sampled in bulk on the host, or a llama.cpp chain per sequence in the graph
+or on the host; greedy or temperature; an asyncio consumer or none)
 and prints, per variant, aggregate tokens/s and the mean step split into llama_decode,
 sampling (where a GPU is waited on) and the rest (Python: batch filling, events). A
 diagnostic for the engine's per-step overhead, not a harness workload: read it next to
@@ -63,19 +64,21 @@ def _greedy(i, ban):
     return SamplingParams(temperature=0, logit_bias=ban)
 
 
+_CHAINS = {"batched_sampling": False}  # a llama.cpp chain per sequence
+
 VARIANTS = {
     # name: (EngineConfig overrides, sampling factory, consumer)
-    "temp0.8 device-split asyncio": ({"backend_sampling": True}, _temp, "asyncio"),
-    "temp0.8 device-split no-consumer": ({"backend_sampling": True}, _temp, "none"),
-    "temp0.8 device-whole asyncio": ({"backend_sampling": True, "backend_chain": "whole"}, _temp, "asyncio"),
-    "temp0.8 device-whole asyncio kv-streams": ({"backend_sampling": True, "backend_chain": "whole",
-                                                 "kv_unified": False}, _temp, "asyncio"),
-    "temp0.8 device-split no-bias": ({"backend_sampling": True}, lambda i, ban: SamplingParams(seed=i), "asyncio"),
-    "temp0.8 host asyncio": ({"backend_sampling": False}, _temp, "asyncio"),
-    "greedy device asyncio": ({"backend_sampling": True}, _greedy, "asyncio"),
-    "greedy host asyncio": ({"backend_sampling": False}, _greedy, "asyncio"),
-    "temp0.8 device-split asyncio kv-streams": ({"backend_sampling": True, "kv_unified": False}, _temp, "asyncio"),
-    "greedy device asyncio kv-streams": ({"backend_sampling": True, "kv_unified": False}, _greedy, "asyncio"),
+    "temp0.8 bulk asyncio": ({}, _temp, "asyncio"),
+    "temp0.8 bulk asyncio kv-streams": ({"kv_unified": False}, _temp, "asyncio"),
+    "greedy bulk asyncio": ({}, _greedy, "asyncio"),
+    "temp0.8 device-split asyncio": ({"backend_sampling": True, **_CHAINS}, _temp, "asyncio"),
+    "temp0.8 device-split no-consumer": ({"backend_sampling": True, **_CHAINS}, _temp, "none"),
+    "temp0.8 device-whole asyncio": ({"backend_sampling": True, "backend_chain": "whole", **_CHAINS}, _temp, "asyncio"),
+    "temp0.8 device-split no-bias": ({"backend_sampling": True, **_CHAINS}, lambda i, ban: SamplingParams(seed=i),
+                                     "asyncio"),
+    "temp0.8 host-chains asyncio": ({"backend_sampling": False, **_CHAINS}, _temp, "asyncio"),
+    "greedy device asyncio": ({"backend_sampling": True, **_CHAINS}, _greedy, "asyncio"),
+    "greedy device asyncio kv-streams": ({"backend_sampling": True, "kv_unified": False, **_CHAINS}, _greedy, "asyncio"),
 }
 
 
