@@ -275,17 +275,19 @@ def test_a_request_whose_sampler_cannot_be_built_fails_alone(engine):
     assert engine.complete_sync(PROMPTS[0], sampling=GREEDY, max_tokens=3).finish_reason == "length"
 
 
-def test_bulk_sampled_requests_batch_with_chained_ones(engine):
+def test_bulk_sampled_requests_batch_with_chained_ones(model):
     """Plain chains sampled in bulk (generation/batched.py) and a penalty chain (a llama.cpp
-    chain) in the same steps: each gets what it would get alone; seeds reproduce."""
+    chain) in the same steps: each gets what it would get alone; seeds reproduce. (A KV
+    stream per sequence, so that a row's logits do not depend on its neighbours' cells.)"""
     seeded = SamplingParams(temperature=0.8, seed=5)
     penalised = SamplingParams(temperature=0, repeat_penalty=1.3)
-
-    async def together():
-        return await asyncio.gather(engine.complete(PROMPTS[0], sampling=seeded, max_tokens=12),
-                                    engine.complete(PROMPTS[1], sampling=penalised, max_tokens=12),
-                                    engine.complete(PROMPTS[2], sampling=GREEDY, max_tokens=12))
-    a, b, c = asyncio.run(together())
-    assert a.tokens == engine.complete_sync(PROMPTS[0], sampling=seeded, max_tokens=12).tokens
-    assert b.tokens == engine.complete_sync(PROMPTS[1], sampling=penalised, max_tokens=12).tokens
-    assert c.tokens == alone(engine, PROMPTS[2], 12)
+    with Engine(model, n_ctx=1536, n_seq_max=3, n_threads=2, kv_unified=False) as engine:
+        async def together():
+            return await asyncio.gather(engine.complete(PROMPTS[0], sampling=seeded, max_tokens=12),
+                                        engine.complete(PROMPTS[1], sampling=penalised, max_tokens=12),
+                                        engine.complete(PROMPTS[2], sampling=GREEDY, max_tokens=12))
+        a, b, c = asyncio.run(together())
+        assert len(a.tokens) == len(b.tokens) == len(c.tokens) == 12
+        assert a.tokens == engine.complete_sync(PROMPTS[0], sampling=seeded, max_tokens=12).tokens
+        assert b.tokens == engine.complete_sync(PROMPTS[1], sampling=penalised, max_tokens=12).tokens
+        assert c.tokens == engine.complete_sync(PROMPTS[2], sampling=GREEDY, max_tokens=12).tokens

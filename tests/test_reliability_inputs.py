@@ -123,18 +123,31 @@ def test_thousands_of_stop_strings(llm, alive):
         llm.create_completion("Hi", stop=[10**9], **GREEDY)
 
 
-def test_engine_refuses_the_same_inputs(model):
+def test_engine_refuses_the_same_inputs(model, llm):
+    """Engine and Llama check requests with the same code (generation.prepare): the same
+    inputs are refused by both, and the same edge cases mean the same thing on both."""
     from llama_ffi import Engine, SamplingParams
 
     with Engine(model, n_ctx=256, n_seq_max=2, n_batch=64) as engine:
-        bad = [dict(prompt=[1, -1]), dict(prompt=[10**9]), dict(prompt="x", max_tokens=-1),
+        bad = [dict(prompt=[1, -1]), dict(prompt=[10**9]), dict(prompt="x", max_tokens=-2),
                dict(prompt="x", logprobs=10**6), dict(prompt="x", stop=[f"s{i}" for i in range(5000)]),
-               dict(prompt="word " * 400), dict(prompt=""),
+               dict(prompt="x", stop=["x" * 100_000]), dict(prompt="x", stop=[10**9]),
                dict(prompt="x", sampling=SamplingParams(temperature=math.nan))]
         for kwargs in bad:
+            prompt = kwargs.pop("prompt")
             with pytest.raises(ValidationError):
-                engine.submit(kwargs.pop("prompt"), **kwargs)
-        assert engine.complete_sync("Hi", max_tokens=3).tokens
+                engine.submit(prompt, **kwargs)
+            sampling = kwargs.pop("sampling", None)
+            with pytest.raises(ValidationError):
+                llm.create_completion(prompt, **kwargs, **(sampling.as_dict() if sampling else {}))
+        with pytest.raises(ContextOverflowError):  # longer than the engine's sequence context
+            engine.submit("word " * 400)
+        # an empty prompt is BOS, and max_tokens -1 runs to the end of the context, on both
+        assert engine.complete_sync("", sampling=SamplingParams(temperature=0), max_tokens=2).prompt_tokens == 1
+        assert llm.create_completion("", **GREEDY)["usage"]["prompt_tokens"] == 1
+        tail = engine.complete_sync("Hi", sampling=SamplingParams(temperature=0, logit_bias={t: -100.0 for t in
+                                    model.vocab.eog_tokens}), max_tokens=-1)
+        assert tail.finish_reason == "length" and tail.prompt_tokens + len(tail.tokens) >= 255
 
 
 # --- JSON Schema ------------------------------------------------------------------------------
