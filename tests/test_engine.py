@@ -281,7 +281,7 @@ def test_bulk_sampled_requests_batch_with_chained_ones(model):
     stream per sequence, so that a row's logits do not depend on its neighbours' cells.)"""
     seeded = SamplingParams(temperature=0.8, seed=5)
     penalised = SamplingParams(temperature=0, repeat_penalty=1.3)
-    with Engine(model, n_ctx=1536, n_seq_max=3, n_threads=2, kv_unified=False) as engine:
+    with Engine(model, n_ctx=1536, n_seq_max=3, n_threads=2, kv_unified=False, batched_sampling="all") as engine:
         async def together():
             return await asyncio.gather(engine.complete(PROMPTS[0], sampling=seeded, max_tokens=12),
                                         engine.complete(PROMPTS[1], sampling=penalised, max_tokens=12),

@@ -58,18 +58,6 @@ def engine(model_path):
 
 
 @pytest.fixture(scope="module")
-def chain_engine(model_path):
-    """Plain chains on llama.cpp chains, one per sequence, as ``Llama`` samples: seeded draws
-    then come from the same random stream. (The default samples them in bulk, generation/batched.py,
-    from the same distribution with numpy's stream: tests/test_batched_sampling.py.)"""
-    from llama_ffi import Engine
-
-    with Engine(str(model_path), n_ctx=2048, n_batch=256, n_seq_max=4, kv_unified=False, n_gpu_layers=0,
-                flash_attn="off", batched_sampling=False) as eng:
-        yield eng
-
-
-@pytest.fixture(scope="module")
 def server_url(model_path):
     from llama_ffi.server.config import ModelSettings, ServerSettings
 
@@ -130,19 +118,13 @@ def assert_same(got: dict, want: dict, where: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_llama_engine_and_server_agree(name, llama, engine, chain_engine, server_url):
-    from llama_ffi import SamplingParams
-    from llama_ffi.generation.batched import batchable
-
+def test_llama_engine_and_server_agree(name, llama, engine, server_url):
+    """Greedy rows are sampled in bulk by the engine (generation/batched.py), sampled rows by
+    a llama.cpp chain per sequence as in Llama, so seeded draws match too."""
     options, on_server = CASES[name]
     want = through_llama(llama, options)
     assert want["completion_tokens"] > 0
-    assert_same(through_engine(chain_engine, options), want, f"{name}: Engine, a chain per sequence")
-    sampling = {k: v for k, v in options.items() if k in ("temperature", "top_k", "top_p", "min_p", "typical_p")}
-    if options["temperature"] > 0 and batchable(SamplingParams(**sampling)):
-        want = through_engine(engine, options)  # bulk sampling: the server must draw what the engine draws
-    else:
-        assert_same(through_engine(engine, options), want, f"{name}: Engine")
+    assert_same(through_engine(engine, options), want, f"{name}: Engine")
     if on_server:
         assert_same(through_server(server_url, options), want, f"{name}: server")
 

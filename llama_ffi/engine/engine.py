@@ -41,10 +41,12 @@ class EngineConfig:
     # In the graph: "split" runs top-k there and the rest of the chain on the k candidates on
     # the host; "whole" runs the whole chain there (see generation.chains.build_chains).
     backend_chain: str = "split"
-    # Plain chains (greedy, or top-k with top-p/min-p/temperature and logit bias) of all
-    # sequences sampled together in numpy from the step's logits, instead of one llama.cpp
-    # chain per sequence (generation/batched.py says what that saves).
-    batched_sampling: bool = True
+    # Which plain chains of all sequences are sampled together in numpy from the step's
+    # logits instead of one llama.cpp chain per sequence (generation/batched.py): "greedy"
+    # (default: measured faster than a chain per sequence on an H200 and on the CPU), "all"
+    # (also top-k sampling: slower than top-k in the graph on an H200, see
+    # docs/benchmarks.md), or "off" / False.
+    batched_sampling: str | bool = "greedy"
     # True: one pool of cells shared by all sequences (a request may use all of n_ctx;
     # prefixes are shared cell by cell). False: a stream of n_ctx / n_seq_max cells per
     # sequence, so attention reads only its own cells (faster with many short requests;
@@ -83,11 +85,14 @@ class Engine:
         backend = cfg.backend_sampling
         if backend == "auto":
             backend = cfg.n_gpu_layers != 0 and has_gpu()
+        batched = {False: "off", True: "all"}.get(cfg.batched_sampling, cfg.batched_sampling)
+        if batched not in ("greedy", "all", "off"):
+            raise ValueError(f"batched_sampling must be 'greedy', 'all' or 'off', got {cfg.batched_sampling!r}")
         if cfg.backend_chain not in ("split", "whole"):
             raise ValueError(f"backend_chain must be 'split' or 'whole', got {cfg.backend_chain!r}")
         self.scheduler = Scheduler(self.context, backend_sampling=bool(backend),
                                    split_chains=cfg.backend_chain == "split",
-                                   batched_sampling=cfg.batched_sampling)
+                                   batched_sampling=batched)
         self.name = Path(getattr(self.model, "path", "model")).name
         self._inbox: list[Request] = []
         self._lock = threading.Lock()

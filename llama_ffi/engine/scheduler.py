@@ -59,7 +59,7 @@ class Scheduler:
     """Owns one Context. Not thread-safe: the engine thread alone calls ``step``."""
 
     def __init__(self, context, *, backend_sampling: bool, split_chains: bool = True,
-                 batched_sampling: bool = True) -> None:
+                 batched_sampling: str = "greedy") -> None:
         self.ctx = context
         self.vocab = context.model.vocab
         self.pieces = self.vocab.pieces
@@ -176,7 +176,7 @@ class Scheduler:
         chains are sampled together from the step's logits (generation.batched); a resumed
         request keeps its random stream."""
         spec = request.spec
-        if self.batched_sampling and spec.grammar is None and spec.logprobs is None and batchable(spec.sampling):
+        if self._bulk(spec):
             if request.row_sampler is None:
                 request.row_sampler = RowSampler(spec.sampling)
             return request.row_sampler, None
@@ -187,6 +187,13 @@ class Scheduler:
             self._close_chains_of(host, device)
             raise
         return host, device
+
+    def _bulk(self, spec) -> bool:
+        """Whether this request's chain is sampled with the others (generation.batched)."""
+        mode = self.batched_sampling
+        if mode == "off" or spec.grammar is not None or spec.logprobs is not None or not batchable(spec.sampling):
+            return False
+        return mode == "all" or spec.sampling.temperature <= 0
 
     @staticmethod
     def _close_chains_of(chain, device_chain) -> None:

@@ -1,11 +1,14 @@
 """Sampling many sequences at once from one step's logits, in numpy.
 
-The engine's plain chains (logit bias, top-k, top-p, min-p, temperature, then a random pick,
-or greedy) are sampled here together instead of through one llama.cpp chain per sequence.
-Measured on an H100 with 64 sequences, llama.cpp's per-sequence chains cost 3.6 ms (greedy)
-to 7 ms (temperature 0.8) per step on top of a 5.6 ms decode, in their graph ops and one copy
-per sequence; the logits block those sequences need arrives in the one copy that
-``llama-batched-bench`` makes too, and this module's work on it is a fraction of that.
+The engine's plain chains (greedy, or logit bias, top-k, top-p, min-p, temperature and a
+random pick) can be sampled here together instead of through one llama.cpp chain per
+sequence. Measured with 64 sequences (scripts/bench/engine_profile.py, docs/benchmarks.md):
+greedy in bulk beats a greedy chain per sequence in the graph (H200, SmolLM2: 5,934 vs 5,003
+t/s), because llama.cpp's in-graph chains cost graph ops and one copy per sequence, while
+the logits rows arrive in the one copy llama-batched-bench makes too. Top-k sampling in bulk
+does not pay on a GPU (2,818 vs 3,406 t/s with top-k in the graph; 1,044 vs 2,281 on the
+8B shape, whose noise logits leave thousands of tokens in the search window), so the engine
+bulk-samples greedy chains by default (``EngineConfig.batched_sampling``).
 
 Semantics follow llama.cpp's samplers in its chain order (``SamplingParams.build_chain``):
 logit bias, top-k (the k largest), top-p (the shortest prefix whose probability reaches p,
