@@ -1,4 +1,4 @@
-"""Server settings: command-line options and llama-cpp-python's ``--config_file`` JSON.
+"""Server settings: command-line options and llama-cpp-python's ``--config_file`` (JSON or YAML).
 
 A config file holds server keys (``host``, ``port``, ``api_key``, ``cors``...) and a
 ``models`` list; each model entry takes llama-cpp-python's keys (``model``,
@@ -121,20 +121,36 @@ class ServerSettings:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The file's object: JSON, or YAML for a ``.yaml``/``.yml`` name (as llama-cpp-python)."""
+    yaml_file = Path(path).suffix.lower() in (".yaml", ".yml")
     try:
-        raw = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
+        raw = _parse_yaml(text) if yaml_file else json.loads(text)
     except (OSError, ValueError) as exc:
         raise ValidationError(f"cannot read config file {path}: {exc}", param="config_file") from None
     if not isinstance(raw, dict):
-        raise ValidationError(f"config file {path} must hold a JSON object", param="config_file")
+        kind = "YAML mapping" if yaml_file else "JSON object"
+        raise ValidationError(f"config file {path} must hold a {kind}", param="config_file")
     return raw
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        import yaml  # imported here: only a YAML config needs it
+    except ImportError:
+        raise ValidationError("a YAML config file needs PyYAML: pip install 'llama-ffi[server]' (or pyyaml)",
+                              param="config_file") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="OpenAI-compatible HTTP server over llama_ffi engines.")
     p.add_argument("-m", "--model", help="GGUF model to serve (or use --config-file)")
     p.add_argument("-a", "--model-alias", help="the name clients send as 'model' (default: the file name)")
-    p.add_argument("--config-file", "--config_file", dest="config_file", help="llama-cpp-python style JSON config")
+    p.add_argument("--config-file", "--config_file", dest="config_file", help="llama-cpp-python style config, JSON or .yaml/.yml")
     p.add_argument("-c", "--n-ctx", type=int, default=None, help="KV cells shared by all sequences (default 8192)")
     p.add_argument("-np", "--parallel", type=int, default=None, help="concurrent sequences (default 16)")
     p.add_argument("--kv-unified", action=argparse.BooleanOptionalAction, default=None,
