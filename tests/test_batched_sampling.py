@@ -93,3 +93,28 @@ def test_only_plain_chains_are_batched():
     for other in (dict(repeat_penalty=1.1), dict(typical_p=0.9), dict(mirostat_mode=2), dict(top_k=0),
                   dict(xtc_probability=0.5), dict(dry_multiplier=0.8), dict(top_n_sigma=1.0)):
         assert not batchable(SamplingParams(**other)), other
+
+
+def test_rows_scanned_on_a_thread_pool_draw_what_one_thread_draws(monkeypatch):
+    """Many rows are scanned on a pool where cores allow: same tokens as the serial pass."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llama_ffi.generation import batched
+
+    logits = [r for seed in range(12) for r in rows(seed)]  # 36 rows: above the parallel threshold
+    settings = [dict(SETTINGS[i % len(SETTINGS)], seed=i) if i % 5 else dict(temperature=0, logit_bias={3: 50.0})
+                for i in range(len(logits))]
+
+    def draw(pool):
+        monkeypatch.setattr(batched, "_POOL", [pool])
+        return sample_rows([r.copy() for r in logits], [RowSampler(SamplingParams(**s)) for s in settings])
+
+    with ThreadPoolExecutor(3) as pool:
+        parallel = draw(pool)
+    serial = draw(None)
+    assert parallel == serial
+    for i in range(0, len(logits), 5):  # the greedy rows: the argmax after the bias
+        biased = logits[i].copy()
+        biased[3] += 50.0
+        assert parallel[i] == int(np.argmax(biased))
+    assert len(set(parallel)) > 5

@@ -21,7 +21,9 @@ seed reproduces an engine run, not the token a llama.cpp chain would draw.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -63,20 +65,47 @@ class RowSampler:
 def sample_rows(rows: Sequence[np.ndarray], samplers: Sequence[RowSampler]) -> list[int]:
     """One token per logits row. Rows are edited in place (logit bias): pass the step's
     logits views, which the next decode overwrites anyway."""
-    tokens = [0] * len(rows)
+    n = len(rows)
+    found: list = [None] * n  # a token id (greedy) or (candidate ids, their logits)
+    pool = _pool() if n >= _PARALLEL_ROWS else None
+    if pool is None:
+        _scan(rows, samplers, found, range(n))
+    else:  # numpy releases the GIL over each row: the scans run on several cores at once
+        part = -(-n // pool._max_workers)
+        list(pool.map(lambda at: _scan(rows, samplers, found, range(at, min(at + part, n))), range(0, n, part)))
+    tokens = [0] * n
     picks = []  # (position, candidate ids, their logits) of the rows that draw at random
-    for j, (row, s) in enumerate(zip(rows, samplers)):
-        if s.bias_ids.size:
-            row[s.bias_ids] += s.bias_values
-        if s.greedy:
-            tokens[j] = int(np.argmax(row))
+    for j, f in enumerate(found):
+        if isinstance(f, tuple):
+            picks.append((j, *f))
         else:
-            ids, logits = _top_k(row, s.top_k)
-            picks.append((j, ids, logits))
+            tokens[j] = f
     if picks:
         for (j, ids, _), token in zip(picks, _draw(picks, samplers)):
             tokens[j] = int(ids[token])
     return tokens
+
+
+def _scan(rows, samplers, found: list, indices: range) -> None:
+    """The per-row pass over the vocabulary: logit bias, then argmax or the top-k candidates."""
+    for j in indices:
+        row, s = rows[j], samplers[j]
+        if s.bias_ids.size:
+            row[s.bias_ids] += s.bias_values
+        found[j] = int(np.argmax(row)) if s.greedy else _top_k(row, s.top_k)
+
+
+_PARALLEL_ROWS = 16  # below this a thread hand-over costs more than the scans it spreads
+_POOL: list = []
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    """A small shared pool on machines with cores to spare (None on 1-3 cores)."""
+    if not _POOL:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = min(8, cores // 2)
+        _POOL.append(ThreadPoolExecutor(workers, thread_name_prefix="llama_ffi-sample") if workers >= 2 else None)
+    return _POOL[0]
 
 
 def _top_k(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from llama_ffi.engine import Engine, EngineConfig
-from llama_ffi.generation import SamplingParams
+from llama_ffi.generation import SamplingParams, batched
 
 from .serving import _prompts
 
@@ -65,11 +65,13 @@ def _greedy(i, ban):
 
 
 _CHAINS = {"batched_sampling": False}  # a llama.cpp chain per sequence
+_BULK = {"batched_sampling": "all"}  # every plain chain sampled in numpy (one_thread: without the row pool)
 
 VARIANTS = {
     # name: (EngineConfig overrides, sampling factory, consumer)
-    "temp0.8 bulk asyncio": ({}, _temp, "asyncio"),
-    "temp0.8 bulk asyncio kv-streams": ({"kv_unified": False}, _temp, "asyncio"),
+    "temp0.8 bulk asyncio": (_BULK, _temp, "asyncio"),
+    "temp0.8 bulk one-thread asyncio": ({**_BULK, "one_thread": True}, _temp, "asyncio"),
+    "temp0.8 bulk asyncio kv-streams": ({**_BULK, "kv_unified": False}, _temp, "asyncio"),
     "greedy bulk asyncio": ({}, _greedy, "asyncio"),
     "temp0.8 device-split asyncio": ({"backend_sampling": True, **_CHAINS}, _temp, "asyncio"),
     "temp0.8 device-split no-consumer": ({"backend_sampling": True, **_CHAINS}, _temp, "none"),
@@ -118,6 +120,8 @@ def main() -> None:
     for name, (overrides, sampling, consumer) in VARIANTS.items():
         if only and not any(word in name for word in only.split(",")):
             continue
+        overrides = dict(overrides)
+        batched._POOL[:] = [None] if overrides.pop("one_thread", False) else []
         engine = Engine(model, EngineConfig(n_ctx=n * (40 + n_gen) + 64, n_seq_max=n, n_gpu_layers=ngl,
                                             flash_attn="on", **overrides))
         try:
