@@ -36,7 +36,10 @@ EXAMPLES = int(os.environ.get("SERVER_FUZZ_EXAMPLES", "60"))
 SEED = os.environ.get("SERVER_FUZZ_SEED")
 MAX_TOKENS = 8
 ERROR_KEYS = {"message", "type", "param", "code"}
-GENERATION = {"POST /v1/completions", "POST /v1/chat/completions"}
+GENERATION = {"POST /v1/completions", "POST /v1/chat/completions", "POST /v1/responses"}
+TOKEN_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # each endpoint's own name
+# named-event streams (Responses) end with a final event rather than data: [DONE]
+LAST_EVENTS = {"response.completed", "response.incomplete", "response.failed", "error"}
 TALLY: collections.Counter = collections.Counter()  # (label, mode, status) -> count, for the summary
 
 
@@ -82,11 +85,12 @@ def _bound(body, label: str, mode: GenerationMode) -> None:
     if mode == GenerationMode.POSITIVE and isinstance(body.get("model"), str):
         body["model"] = "smol"  # otherwise nearly every valid body is a 404 for its random model name
     if label in GENERATION:
-        for key in ("max_tokens", "max_completion_tokens"):
+        for key in TOKEN_CAPS:
             if _is_int(body.get(key)) and body[key] > MAX_TOKENS:
                 body[key] = MAX_TOKENS
-        if not any(_is_int(body.get(k)) for k in ("max_tokens", "max_completion_tokens")) and "max_tokens" not in body:
-            body["max_tokens"] = MAX_TOKENS  # chat without a cap runs to the end of the context
+        cap = "max_output_tokens" if label == "POST /v1/responses" else "max_tokens"
+        if not any(_is_int(body.get(k)) for k in TOKEN_CAPS) and cap not in body:
+            body[cap] = MAX_TOKENS  # chat without a cap runs to the end of the context
         if _is_int(body.get("n")) and body["n"] > 2:
             body["n"] = 2
         if isinstance(body.get("prompt"), list) and body["prompt"] and not _is_int(body["prompt"][0]):
@@ -106,11 +110,22 @@ def _check(response, label: str, body) -> None:
         assert set(error) == ERROR_KEYS and isinstance(error["message"], str) and error["message"], where
         assert isinstance(error["type"], str) and (error["param"] is None or isinstance(error["param"], str)), where
     elif (response.headers.get("content-type") or [""])[0].startswith("text/event-stream"):
-        events = [line for line in response.text.split("\n\n") if line]
-        assert events and all(e.startswith("data: ") for e in events), where
-        assert events[-1] == "data: [DONE]" or "error" in json.loads(events[-1][6:]), where
+        events = [_sse_data(block, where) for block in response.text.split("\n\n") if block]
+        assert events, where
+        assert events[-1] == "[DONE]" or "error" in json.loads(events[-1]) \
+            or json.loads(events[-1]).get("type") in LAST_EVENTS, where
     elif status == 200 and label != "GET /metrics":
         json.loads(response.text)
+
+
+def _sse_data(block: str, where: str) -> str:
+    """The data of one server-sent event: ``data: ...``, after an ``event: <name>`` line if named."""
+    lines = block.split("\n")
+    if lines[0].startswith("event: "):
+        assert len(lines) == 2 and json.loads(lines[1][6:]).get("type") == lines[0][7:], where
+        lines = lines[1:]
+    assert len(lines) == 1 and lines[0].startswith("data: "), where
+    return lines[0][6:]
 
 
 @pytest.mark.slow
