@@ -9,6 +9,7 @@ step with 64 streams costs one wake-up, not 64.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import queue
 import threading
@@ -100,6 +101,7 @@ class Engine:
         self._closed = False
         self._outbox: dict[asyncio.AbstractEventLoop, list] = {}
         self._queued_tokens = 0
+        self._calls: list[tuple[Callable, concurrent.futures.Future]] = []
         self._thread = threading.Thread(target=self._run, name=f"llama_ffi-engine-{self.name}", daemon=True)
         self._thread.start()
 
@@ -133,6 +135,28 @@ class Engine:
             self._queued_tokens += len(tokens)
         self._wake.set()
         return request
+
+    def call(self, fn: Callable[[Scheduler], object]) -> concurrent.futures.Future:
+        """Run ``fn(scheduler)`` on the engine thread between two steps: the one safe place to
+        touch slots, KV cells or adapters while requests run. The future holds its result or
+        exception (``asyncio.wrap_future`` awaits it); fn must be quick, the step waits."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise ClosedError("engine is closed")
+            self._calls.append((fn, future))
+        self._wake.set()
+        return future
+
+    def _run_calls(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for fn, future in calls:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(self.scheduler))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    future.set_exception(exc)
 
     # --- consuming ----------------------------------------------------------------------------
     async def generate(self, prompt, **kwargs) -> AsyncIterator[Event]:
@@ -220,6 +244,8 @@ class Engine:
                 incoming, self._inbox = self._inbox, []
                 self._queued_tokens = 0
             scheduler.queue.extend(incoming)
+            if self._calls:
+                self._run_calls()
             try:
                 busy = scheduler.step()
             except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the engine
@@ -258,6 +284,11 @@ class Engine:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout)
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for _, future in calls:  # queued after the thread's last look
+            if future.set_running_or_notify_cancel():
+                future.set_exception(ClosedError("engine is closed"))
         self.context.close()
         if self._owns_model:
             self.model.close()

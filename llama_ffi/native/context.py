@@ -249,6 +249,47 @@ class Context(Handle):
             raise StateError(f"could not load state from {path} (truncated, or another model's)")
         return ffi.unpack(out, count[0])
 
+    def save_seq_state_file(self, path: str | os.PathLike, seq_id: int, tokens=()) -> int:
+        """Write one sequence's KV cells and ``tokens`` (what those cells hold) to ``path`` in
+        llama.cpp's sequence-state file format (llama-server's slot files); return its size."""
+        ids = self._vocab.check_tokens(tokens)
+        state = self.state_bytes(seq_id)  # checks seq_id; 8 bytes of framing, then the cells
+        with open(path, "wb") as f:
+            f.write(SESSION_HEAD.pack(SEQ_STATE_MAGIC, SEQ_STATE_VERSION, len(ids)))
+            f.write(ids.astype("<i4").tobytes())
+            f.write(state[_SEQ_FRAMING:])
+        return SESSION_HEAD.size + 4 * len(ids) + len(state) - _SEQ_FRAMING
+
+    def load_seq_state_file(self, path: str | os.PathLike, seq_id: int) -> list[int]:
+        """Load a file :meth:`save_seq_state_file` (or llama-server) wrote into sequence
+        ``seq_id``, which should be empty; return the tokens saved with it. Raises StateError
+        for another kind of file, a truncated one, or one larger than the sequence's cells.
+
+        Read here and handed over as bytes: llama.cpp's own file loader asserts (ends the
+        process) on a truncated file, its buffer loader reports it."""
+        self._check_seq(seq_id, False)
+        path = Path(path)
+        if not path.is_file():
+            raise StateError(f"no sequence state file at {path}")
+        data = path.read_bytes()
+        if len(data) < SESSION_HEAD.size:
+            raise StateError(f"sequence state file {path} is truncated")
+        magic, version, n_tokens = SESSION_HEAD.unpack_from(data)
+        if (magic, version) != (SEQ_STATE_MAGIC, SEQ_STATE_VERSION):
+            raise StateError(f"{path} is not a llama.cpp sequence state file (version {SEQ_STATE_VERSION})")
+        at = SESSION_HEAD.size + 4 * n_tokens
+        if at > len(data) or n_tokens > self.n_ctx_seq:
+            raise StateError(f"sequence state file {path} claims {n_tokens} tokens: more than it holds "
+                             f"or than a sequence of {self.n_ctx_seq} cells")
+        tokens = np.frombuffer(data, dtype="<i4", count=n_tokens, offset=SESSION_HEAD.size)
+        framing = self.state_bytes(seq_id)[:_SEQ_FRAMING]  # llama.cpp's buffer magic and a sequence id
+        try:
+            self.load_state_bytes(framing + data[at:], seq_id)
+        except StateError:
+            raise StateError(f"could not load {path} into sequence {seq_id} "
+                             "(truncated, another model's, or too large for the free cells)") from None
+        return tokens.astype(np.int32).tolist()
+
     # --- settings -----------------------------------------------------------------------
     def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
         for name, value in (("n_threads", n_threads), ("n_threads_batch", n_threads_batch or n_threads)):
@@ -322,6 +363,11 @@ def _check_state_file_head(path: Path) -> None:
             raise StateError(f"state file {path} claims {n_tokens} tokens, more than it holds")
         f.seek(at)
         _check_arch_field(f.read(4), size - at)
+
+
+SEQ_STATE_MAGIC = 0x67677371  # 'ggsq', llama.h's LLAMA_STATE_SEQ_MAGIC
+SEQ_STATE_VERSION = 3
+_SEQ_FRAMING = 8  # a buffer state starts with a magic number and the sequence id; a file has neither
 
 
 def _raise_decode_status(status: int, what: str) -> None:

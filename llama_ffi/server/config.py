@@ -56,6 +56,9 @@ class ModelSettings:
     # A chat completion without max_tokens: this many tokens at most (None: to the end of
     # the context, as OpenAI does). /v1/completions keeps OpenAI's default of 16.
     max_tokens_default: int | None = None
+    # LoRA adapters loaded with the model (llama-server's --lora): paths, or {"path", "scale"}
+    # objects; each starts at its scale (default 1.0) and GET/POST /lora-adapters reads/sets them.
+    lora: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -86,6 +89,9 @@ class ModelSettings:
                 raise ValidationError(f"{where}: {name} must be a positive integer, got {value!r}", param=name)
         if not Path(self.model).is_file():
             raise ValidationError(f"{where}: model file not found: {self.model}", param="model")
+        if not isinstance(self.lora, (list, tuple)):
+            raise ValidationError(f"{where}: lora must be a list of paths or {{\"path\", \"scale\"}} objects", param="lora")
+        self.lora = [_lora_entry(item, f"{where}: lora[{i}]") for i, item in enumerate(self.lora)]
 
     def engine_config(self):
         from ..engine import EngineConfig
@@ -105,6 +111,7 @@ class ServerSettings:
     cors: list[str] = field(default_factory=list)  # allowed origins; empty: no CORS headers
     max_body_bytes: int = DEFAULT_MAX_BODY
     shutdown_timeout: float = 5.0
+    slot_save_path: str | None = None  # folder for POST /slots/{id}?action=save|restore; None: off
     models: list[ModelSettings] = field(default_factory=list)
 
     def validate(self) -> None:
@@ -118,6 +125,21 @@ class ServerSettings:
             raise ValidationError(f"port must be in [0, 65535], got {self.port}", param="port")
         if self.max_body_bytes < 1024:
             raise ValidationError("max_body_bytes must be at least 1024", param="max_body_bytes")
+        if self.slot_save_path is not None and not Path(self.slot_save_path).is_dir():
+            raise ValidationError(f"slot_save_path is not a folder: {self.slot_save_path}", param="slot_save_path")
+
+
+def _lora_entry(item, where: str) -> dict:
+    """A ``lora`` list item as {"path": str, "scale": float}, its file checked."""
+    if isinstance(item, str):
+        item = {"path": item}
+    scale = item.get("scale", 1.0) if isinstance(item, dict) else None
+    if not isinstance(item, dict) or set(item) - {"path", "scale"} or not isinstance(item.get("path"), str) \
+            or isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ValidationError(f"{where} must be a path or {{\"path\": str, \"scale\": number}}", param="lora")
+    if not Path(item["path"]).is_file():
+        raise ValidationError(f"{where}: LoRA file not found: {item['path']}", param="lora")
+    return {"path": item["path"], "scale": float(scale)}
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -165,6 +187,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (also $LLAMA_FFI_API_KEY)")
     p.add_argument("--cors", default=None, help="comma list of origins allowed by CORS ('*': any); off by default")
     p.add_argument("--max-body-bytes", type=int, default=None, help=f"largest request body (default {DEFAULT_MAX_BODY})")
+    p.add_argument("--lora", action="append", default=None, metavar="PATH",
+                   help="a LoRA adapter for --model, applied at scale 1 (repeat for several; see /lora-adapters)")
+    p.add_argument("--slot-save-path", default=None,
+                   help="folder where POST /slots/{id}?action=save|restore keeps slot files (default: off)")
     p.add_argument("--shutdown-timeout", type=float, default=None, help="seconds to let requests end on shutdown")
     return p
 
@@ -177,7 +203,7 @@ def parse_args(argv: list[str] | None, prog: str = "llama-ffi serve") -> ServerS
     cli_model = {k: v for k, v in {"n_ctx": args.n_ctx, "n_parallel": args.parallel, "n_gpu_layers": args.n_gpu_layers,
                                     "n_threads": args.threads, "chat_format": args.chat_format,
                                     "max_queued_requests": args.max_queued_requests,
-                                    "kv_unified": args.kv_unified}.items() if v is not None}
+                                    "kv_unified": args.kv_unified, "lora": args.lora}.items() if v is not None}
     if args.model:
         models.insert(0, ModelSettings.from_dict({"model": args.model, "model_alias": args.model_alias, **cli_model},
                                                  "--model"))
@@ -189,6 +215,7 @@ def parse_args(argv: list[str] | None, prog: str = "llama-ffi serve") -> ServerS
         api_key=args.api_key or raw.get("api_key") or os.environ.get("LLAMA_FFI_API_KEY") or None,
         cors=list(cors or []), models=models,
         max_body_bytes=args.max_body_bytes or raw.get("max_body_bytes", DEFAULT_MAX_BODY),
-        shutdown_timeout=args.shutdown_timeout if args.shutdown_timeout is not None else raw.get("shutdown_timeout", 5.0))
+        shutdown_timeout=args.shutdown_timeout if args.shutdown_timeout is not None else raw.get("shutdown_timeout", 5.0),
+        slot_save_path=args.slot_save_path or raw.get("slot_save_path"))
     settings.validate()
     return settings
