@@ -3,8 +3,9 @@ schemathesis (valid and invalid bodies), against a live server running the real 
 
 What must hold for every generated request:
 
-* no 5xx, except 503 with ``Retry-After`` (overload);
-* every error body has OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``;
+* no 5xx, except 503 with ``Retry-After`` (overload; 529 under ``/v1/messages``);
+* every error body has OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``
+  (Anthropic's, ``{"type": "error", "error": {"type", "message"}}``, under ``/v1/messages``);
 * a 200 stream is well-formed server-sent events ending in ``data: [DONE]``;
 * afterwards the process is alive, a normal request works and no sequence is left running.
 
@@ -36,10 +37,10 @@ EXAMPLES = int(os.environ.get("SERVER_FUZZ_EXAMPLES", "60"))
 SEED = os.environ.get("SERVER_FUZZ_SEED")
 MAX_TOKENS = 8
 ERROR_KEYS = {"message", "type", "param", "code"}
-GENERATION = {"POST /v1/completions", "POST /v1/chat/completions", "POST /v1/responses"}
+GENERATION = {"POST /v1/completions", "POST /v1/chat/completions", "POST /v1/responses", "POST /v1/messages"}
 TOKEN_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # each endpoint's own name
 # named-event streams (Responses) end with a final event rather than data: [DONE]
-LAST_EVENTS = {"response.completed", "response.incomplete", "response.failed", "error"}
+LAST_EVENTS = {"response.completed", "response.incomplete", "response.failed", "error", "message_stop"}
 TALLY: collections.Counter = collections.Counter()  # (label, mode, status) -> count, for the summary
 
 
@@ -100,9 +101,13 @@ def _bound(body, label: str, mode: GenerationMode) -> None:
 def _check(response, label: str, body) -> None:
     where = f"{label} {json.dumps(body, default=str)[:2000]}"
     status = response.status_code
-    assert status < 500 or (status == 503 and "retry-after" in response.headers), \
+    assert status < 500 or (status in (503, 529) and "retry-after" in response.headers), \
         f"{status} for {where}: {response.text[:500]}"
-    if status >= 400:
+    if status >= 400 and label.split()[-1].startswith("/v1/messages"):  # Anthropic's route, Anthropic's shape
+        body = json.loads(response.text)
+        assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, where
+        assert body["error"]["type"].endswith("_error") and body["error"]["message"], where
+    elif status >= 400:
         try:
             error = json.loads(response.text)["error"]
         except (ValueError, KeyError, TypeError):

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from ..errors import ValidationError
-from . import chat, completions, extras, metrics, native_routes, responses
+from . import chat, completions, extras, messages, metrics, native_routes, responses
 from .config import ServerSettings
 from .errors import (
     ApiKeyMiddleware,
@@ -38,7 +38,7 @@ from .schemas import (
 
 ROUTES = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/rerank", "/v1/models",
                     "/tokenize", "/detokenize", "/health", "/metrics"}) | extras.ROUTES | responses.ROUTES \
-    | native_routes.ROUTES
+    | native_routes.ROUTES | messages.ROUTES
 
 
 def create_app(settings: ServerSettings, registry: Registry) -> FastAPI:
@@ -53,6 +53,7 @@ def create_app(settings: ServerSettings, registry: Registry) -> FastAPI:
     _generation_routes(api, registry)
     _other_routes(api, registry)
     extras.register(api, registry)
+    messages.register(api, registry)
     native_routes.register(api, registry, settings)
     responses.register(api, registry)
     api.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

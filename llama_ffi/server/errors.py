@@ -15,6 +15,11 @@ shutting down (``ClosedError``)           503     server_overloaded, with Retry-
 anything else                             500     server_error
 ========================================  ======  ==========================================
 
+Under ``/v1/messages`` (Anthropic's Messages API) the same failures take Anthropic's shape,
+``{"type": "error", "error": {"type", "message"}}``, with its types (``not_found_error``,
+``authentication_error``, ``api_error``...) and 529 ``overloaded_error`` for 503
+(:func:`shape_for_path`): the route decides, so a client of either API reads its own errors.
+
 Also the two pieces of ASGI middleware that answer before any route runs: the API-key
 check and the body-size limit (which also counts chunked bodies as they arrive).
 """
@@ -53,6 +58,25 @@ def json_response(status: int, body: dict, headers: dict | None = None) -> JSONR
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+ANTHROPIC_ROUTE = "/v1/messages"
+_ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                    413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
+
+
+def anthropic_error(status: int, message: str) -> tuple[int, dict]:
+    """(status, body) in Anthropic's shape; its "overloaded" status is 529 where ours is 503."""
+    status = 529 if status == 503 else status
+    kind = _ANTHROPIC_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+    return status, {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def shape_for_path(path: str, status: int, body: dict) -> tuple[int, dict]:
+    """An OpenAI error body, reshaped for Anthropic's routes; other paths keep it."""
+    if path == ANTHROPIC_ROUTE or path.startswith(ANTHROPIC_ROUTE + "/"):
+        return anthropic_error(status, body["error"]["message"])
+    return status, body
+
+
 def describe(exc: BaseException) -> tuple[int, dict, dict]:
     """(status, body, headers) for an exception raised while serving a request."""
     if isinstance(exc, ContextOverflowError):
@@ -71,26 +95,27 @@ def describe(exc: BaseException) -> tuple[int, dict, dict]:
 
 
 def install_handlers(app) -> None:
+    def respond(request, status: int, body: dict, headers: dict | None = None) -> JSONResponse:
+        return json_response(*shape_for_path(request.scope["path"], status, body), headers)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
-        return json_response(400, _pydantic_error(exc.errors()))
+        return respond(request, 400, _pydantic_error(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def _http(request, exc: HTTPException):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = "request_too_large" if exc.status_code == 413 else None
-        return json_response(exc.status_code, error_body(str(exc.detail), kind, code=code),
-                             getattr(exc, "headers", None))
+        return respond(request, exc.status_code, error_body(str(exc.detail), kind, code=code),
+                       getattr(exc, "headers", None))
 
     @app.exception_handler(LlamaError)  # ours, answered without a traceback in the log
     async def _ours(request, exc: LlamaError):
-        status, body, headers = describe(exc)
-        return json_response(status, body, headers)
+        return respond(request, *describe(exc))
 
     @app.exception_handler(Exception)  # a bug: 500 in the same shape, traceback logged
     async def _any(request, exc: Exception):
-        status, body, headers = describe(exc)
-        return json_response(status, body, headers)
+        return respond(request, *describe(exc))
 
 
 def _pydantic_error(errors: list[dict[str, Any]]) -> dict:
@@ -109,7 +134,8 @@ def _pydantic_error(errors: list[dict[str, Any]]) -> dict:
 
 
 # --- ASGI middleware ------------------------------------------------------------------------
-async def _send_error(send, status: int, body: dict, headers: dict | None = None) -> None:
+async def _send_error(scope, send, status: int, body: dict, headers: dict | None = None) -> None:
+    status, body = shape_for_path(scope["path"], status, body)
     raw = json.dumps(body).encode()
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
     head += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -131,9 +157,10 @@ class ApiKeyMiddleware:
         given = headers.get(b"authorization", b"")
         given = given[7:].strip() if given[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
         if not hmac.compare_digest(given, self.key):
-            why = "Incorrect API key provided" if given else "Missing API key: send 'Authorization: Bearer KEY'"
-            return await _send_error(send, 401, error_body(why, "authentication_error", code="invalid_api_key"),
-                                     {"WWW-Authenticate": "Bearer"})
+            why = "Incorrect API key provided" if given else \
+                "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
+            body = error_body(why, "authentication_error", code="invalid_api_key")
+            return await _send_error(scope, send, 401, body, {"WWW-Authenticate": "Bearer"})
         return await self.app(scope, receive, send)
 
 
@@ -149,7 +176,7 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._too_large(send)
+            return await self._too_large(scope, send)
         seen = 0
         started = False
 
@@ -171,11 +198,11 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._too_large(send)
+                await self._too_large(scope, send)
 
-    async def _too_large(self, send) -> None:
-        await _send_error(send, 413, error_body(f"request body is larger than {self.limit} bytes",
-                                                code="request_too_large"))
+    async def _too_large(self, scope, send) -> None:
+        await _send_error(scope, send, 413, error_body(f"request body is larger than {self.limit} bytes",
+                                                       code="request_too_large"))
 
 
 class _TooLarge(HTTPException):

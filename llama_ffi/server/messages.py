@@ -1,0 +1,510 @@
+"""``POST /v1/messages``: Anthropic's Messages API, over the chat path.
+
+A Messages request is translated into a chat request (``schemas.ChatRequest``) and run by
+``chat.submit``, so prompts, grammars, tool calls and reasoning are those of
+``/v1/chat/completions``; the chat pipeline reads the answer back (``chat_message``, or
+``DeltaPipeline`` for streams) and only the shapes differ:
+
+* in: ``system`` (a string or text blocks) becomes a system message; ``tool_use`` blocks in
+  assistant turns become ``tool_calls``, ``tool_result`` blocks in user turns ``tool``
+  messages, ``thinking`` blocks ``reasoning_content``; ``tools`` (``input_schema``) and
+  ``tool_choice`` (``auto``/``any``/``tool``/``none``) get the chat shapes; ``thinking``
+  switches the template's thinking on or off (its ``budget_tokens`` is not enforced);
+  ``output_config.format`` (a JSON schema) is enforced by a grammar, as ``response_format``.
+* out: a ``message`` whose ``content`` holds a ``thinking`` block (when the model
+  reasoned), a ``text`` block and one ``tool_use`` block per call. ``stop_reason`` is
+  ``tool_use``, ``max_tokens``, ``stop_sequence`` (with the one that matched) or ``end_turn``.
+* streamed: named server-sent events (``message_start``, ``content_block_start``/``_delta``/
+  ``_stop``, ``message_delta``, ``message_stop``; a failure is an ``error`` event), no ``[DONE]``.
+
+``POST /v1/messages/count_tokens`` renders the same prompt and counts it: the count equals the
+``usage.input_tokens`` of the same request. Errors on both routes take Anthropic's shape
+(``errors.shape_for_path``). Not supported: images and documents (a 400), a final assistant
+message as a prefill (a 400), Anthropic's server tools.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any, Literal
+
+import pydantic
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..chat.pipeline import DeltaPipeline, build_chat, chat_message
+from ..errors import GrammarError, ValidationError
+from . import chat
+from .errors import anthropic_error, describe, json_response
+from .generation import SSE_HEADERS, Choice, ClientGone, Jobs, sse, unless_disconnected
+from .registry import ModelEntry, Registry
+from .schemas import ChatRequest
+
+__all__ = ["ROUTES", "CountTokensRequest", "MessagesRequest", "register"]
+
+ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+_STRICT = ConfigDict(strict=True, extra="forbid")
+_MAX_TOKENS = 1 << 20  # as ChatRequest's bound, so every body accepted here is one it accepts
+
+
+# --- the request --------------------------------------------------------------------------
+class CacheControl(BaseModel):
+    """Accepted for clients that send it; the server's own prefix cache needs no hint."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: Literal["ephemeral"]
+
+
+class TextBlock(BaseModel):
+    model_config = _STRICT
+    type: Literal["text"]
+    text: str
+    cache_control: CacheControl | None = None
+    citations: list[dict[str, Any]] | None = None
+
+
+class ToolUseBlock(BaseModel):
+    model_config = _STRICT
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+    cache_control: CacheControl | None = None
+
+
+class ToolResultBlock(BaseModel):
+    model_config = _STRICT
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[TextBlock] = ""
+    is_error: bool = False
+    cache_control: CacheControl | None = None
+
+
+class ThinkingBlock(BaseModel):
+    model_config = _STRICT
+    type: Literal["thinking"]
+    thinking: str
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(BaseModel):
+    model_config = _STRICT
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+class MediaBlock(BaseModel):
+    """Images and documents: recognised, so the 400 can say they are not supported."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: Literal["image", "document"]
+
+
+Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock | MediaBlock,
+                  Field(discriminator="type")]
+
+
+class InputMessage(BaseModel):
+    model_config = _STRICT
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class ToolDef(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    input_schema: dict[str, Any]
+    type: Literal["custom"] | None = None
+    cache_control: CacheControl | None = None
+
+
+class ToolChoiceAuto(BaseModel):
+    model_config = _STRICT
+    type: Literal["auto"]
+    disable_parallel_tool_use: bool | None = None  # calls are one at a time here either way
+
+
+class ToolChoiceAny(BaseModel):
+    model_config = _STRICT
+    type: Literal["any"]
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceTool(BaseModel):
+    model_config = _STRICT
+    type: Literal["tool"]
+    name: str
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceNone(BaseModel):
+    model_config = _STRICT
+    type: Literal["none"]
+
+
+ToolChoice = Annotated[ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone, Field(discriminator="type")]
+
+
+class ThinkingEnabled(BaseModel):
+    model_config = _STRICT
+    type: Literal["enabled"]
+    budget_tokens: int = Field(ge=1, le=_MAX_TOKENS)
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class ThinkingAdaptive(BaseModel):
+    """The template's own default (thinking where the model's template turns it on)."""
+
+    model_config = _STRICT
+    type: Literal["adaptive"]
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class ThinkingDisabled(BaseModel):
+    model_config = _STRICT
+    type: Literal["disabled"]
+
+
+Thinking = Annotated[ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled, Field(discriminator="type")]
+
+
+class JsonOutputFormat(BaseModel):
+    model_config = _STRICT
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(BaseModel):
+    """``format``: structured output, enforced by a grammar as ``response_format`` is."""
+
+    model_config = _STRICT
+    format: JsonOutputFormat | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
+class Metadata(BaseModel):
+    model_config = _STRICT
+    user_id: str | None = None
+
+
+class CountTokensRequest(BaseModel):
+    """What the prompt is made of: the body of ``/v1/messages/count_tokens``."""
+
+    model_config = _STRICT
+    model: str = Field(min_length=1)
+    messages: list[InputMessage] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
+
+
+class MessagesRequest(CountTokensRequest):
+    max_tokens: int = Field(ge=1, le=_MAX_TOKENS)
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=_MAX_TOKENS)
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    metadata: Metadata | None = None
+    service_tier: Literal["auto", "standard_only"] | None = None
+
+
+# --- request -> chat request ----------------------------------------------------------------
+def _text(blocks: str | Sequence[TextBlock]) -> str:
+    return blocks if isinstance(blocks, str) else "\n".join(b.text for b in blocks)
+
+
+def _check_supported(block, where: str) -> None:
+    if isinstance(block, MediaBlock):
+        raise ValidationError(f"{where}: {block.type} blocks are not supported by this server (text only)",
+                              param="messages")
+
+
+def _user_turn(blocks: Sequence[Any], where: str) -> list[dict]:
+    """Tool results first, as ``tool`` messages (they must follow the assistant's calls), then the text."""
+    results, texts = [], []
+    for block in blocks:
+        _check_supported(block, where)
+        if isinstance(block, ToolResultBlock):
+            content = _text(block.content)
+            results.append({"role": "tool", "tool_call_id": block.tool_use_id,
+                            "content": f"Error: {content}" if block.is_error else content})
+        elif isinstance(block, TextBlock):
+            texts.append(block.text)
+        else:
+            raise ValidationError(f"{where}: {block.type} blocks belong in assistant messages", param="messages")
+    return results + ([{"role": "user", "content": "\n".join(texts)}] if texts or not results else [])
+
+
+def _assistant_turn(blocks: Sequence[Any], where: str) -> dict:
+    texts, calls, reasoning = [], [], []
+    for block in blocks:
+        _check_supported(block, where)
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ToolUseBlock):
+            calls.append({"id": block.id, "type": "function",
+                          "function": {"name": block.name, "arguments": json.dumps(block.input, ensure_ascii=False)}})
+        elif isinstance(block, ThinkingBlock):
+            reasoning.append(block.thinking)
+        elif isinstance(block, ToolResultBlock):
+            raise ValidationError(f"{where}: tool_result blocks belong in user messages", param="messages")
+        # redacted_thinking: encrypted by Anthropic, nothing a local model can read
+    if not texts and not calls:
+        raise ValidationError(f"{where}: an assistant message needs text or tool_use content", param="messages")
+    message: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning:
+        message["reasoning_content"] = "\n".join(reasoning)
+    return message
+
+
+def _chat_messages(body: CountTokensRequest) -> list[dict]:
+    out = []
+    if body.system is not None and _text(body.system):
+        out.append({"role": "system", "content": _text(body.system)})
+    for i, message in enumerate(body.messages):
+        where = f"messages[{i}]"
+        blocks = [TextBlock(type="text", text=message.content)] if isinstance(message.content, str) \
+            else message.content
+        if not blocks:
+            raise ValidationError(f"{where}: content is empty", param="messages")
+        if message.role == "user":
+            out.extend(_user_turn(blocks, where))
+        else:
+            out.append(_assistant_turn(blocks, where))
+    if body.messages[-1].role == "assistant":
+        # Anthropic continues a final assistant message; the chat path always opens a new turn
+        raise ValidationError("a final assistant message (prefill) is not supported: end with a user message",
+                              param="messages")
+    return out
+
+
+def _tool_choice(choice) -> str | dict | None:
+    if choice is None:
+        return None
+    if isinstance(choice, ToolChoiceTool):
+        return {"type": "function", "function": {"name": choice.name}}
+    return {"auto": "auto", "any": "required", "none": "none"}[choice.type]
+
+
+def _function(tool: ToolDef) -> dict:
+    out = {"name": tool.name, "parameters": tool.input_schema}
+    if tool.description:
+        out["description"] = tool.description
+    return out
+
+
+def _chat_request(body: CountTokensRequest) -> ChatRequest:
+    fields: dict[str, Any] = {"model": body.model, "messages": _chat_messages(body),
+                              "tool_choice": _tool_choice(body.tool_choice)}
+    if body.tools is not None:
+        fields["tools"] = [{"type": "function", "function": _function(t)} for t in body.tools]
+    if body.thinking is not None and body.thinking.type != "adaptive":
+        fields["enable_thinking"] = body.thinking.type == "enabled"
+    output_format = body.output_config.format if body.output_config is not None else None
+    if output_format is not None:
+        fields["response_format"] = {"type": "json_schema", "json_schema": {"schema": output_format.schema_}}
+    if isinstance(body, MessagesRequest):
+        fields.update(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+                      stop=body.stop_sequences)
+    try:
+        return ChatRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    except pydantic.ValidationError as exc:  # not expected: every field was checked above
+        raise ValidationError(f"the request does not translate to a chat request: {exc.errors()[0]['msg']}",
+                              param="messages") from None
+
+
+def _count_tokens(body: CountTokensRequest, entry: ModelEntry) -> int:
+    request = _chat_request(body)
+    try:
+        rendered = build_chat(entry.model, entry.settings.chat_format, chat._messages(request),
+                              chat._chat_options(request))
+    except GrammarError as exc:
+        exc.param = exc.param or "tools"
+        raise
+    return len(entry.vocab.tokenize(rendered.prompt, add_special=rendered.add_bos, parse_special=True))
+
+
+# --- the answer ---------------------------------------------------------------------------
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def _tool_input(arguments: str | dict) -> dict:
+    """The call's arguments as an object (Anthropic's ``input``); a call the model left
+    unparseable is an empty object rather than a failed response."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_use(call: dict) -> dict:
+    function = call["function"]
+    return {"type": "tool_use", "id": _new_id("toolu"), "name": function["name"],
+            "input": _tool_input(function.get("arguments"))}
+
+
+def _stop_reason(finish: str | None, text: str, tokens: Sequence[int], stops: Sequence[str],
+                 pieces: Sequence[bytes]) -> tuple[str, str | None]:
+    """Anthropic's (stop_reason, stop_sequence). The engine ends the visible text where a stop
+    string began; the generated tokens still hold that string, so it is read back from them."""
+    if finish == "tool_calls":
+        return "tool_use", None
+    if finish == "length":
+        return "max_tokens", None
+    if stops:
+        whole = b"".join(pieces[t] for t in tokens).decode("utf-8", "replace")
+        if whole.startswith(text):
+            rest = whole[len(text):]
+            matched = next((s for s in stops if rest.startswith(s)), None)
+            if matched is not None:
+                return "stop_sequence", matched
+    return "end_turn", None
+
+
+class _Shape:
+    """The message object of one request."""
+
+    def __init__(self, body: MessagesRequest, entry: ModelEntry, jobs: Jobs) -> None:
+        self.id = _new_id("msg")
+        self.model = body.model
+        self.stops = [s for s in body.stop_sequences or () if s]
+        self.pieces = entry.vocab.pieces
+        self.input_tokens = jobs.prompt_tokens()
+
+    def message(self, content: list[dict], stop: tuple[str | None, str | None], output_tokens: int) -> dict:
+        return {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
+                "stop_reason": stop[0], "stop_sequence": stop[1],
+                "usage": {"input_tokens": self.input_tokens, "output_tokens": output_tokens}}
+
+    def stop(self, finish: str | None, text: str, tokens: Sequence[int]) -> tuple[str, str | None]:
+        return _stop_reason(finish, text, tokens, self.stops, self.pieces)
+
+
+def _content(message: dict) -> list[dict]:
+    blocks = []
+    if message.get("reasoning_content"):
+        blocks.append({"type": "thinking", "thinking": message["reasoning_content"], "signature": ""})
+    if message.get("content"):
+        blocks.append({"type": "text", "text": message["content"]})
+    blocks.extend(_tool_use(call) for call in message.get("tool_calls") or ())
+    return blocks
+
+
+def _response(shape: _Shape, request, choice: Choice) -> dict:
+    message, finish = chat_message(request, choice.text, choice.finish_reason)
+    return shape.message(_content(message), shape.stop(finish, choice.text, choice.tokens), len(choice.tokens))
+
+
+# --- the stream ---------------------------------------------------------------------------
+def _event(data: dict) -> str:
+    return f"event: {data['type']}\n{sse(data)}"
+
+
+class _Blocks:
+    """OpenAI deltas -> content block events: a block opens when the kind of output changes
+    (thinking, text, each tool call) and the open one is stopped first. The chat pipeline
+    releases each tool call whole, so its input goes out as one ``input_json_delta``."""
+
+    _OPEN = {"thinking": {"type": "thinking", "thinking": "", "signature": ""}, "text": {"type": "text", "text": ""}}
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.kind: str | None = None
+
+    def _switch(self, kind: str, block: dict) -> list[dict]:
+        events = self.close()
+        self.index += 1
+        self.kind = kind
+        return events + [{"type": "content_block_start", "index": self.index, "content_block": block}]
+
+    def _delta(self, delta: dict) -> dict:
+        return {"type": "content_block_delta", "index": self.index, "delta": delta}
+
+    def feed(self, delta: dict) -> list[dict]:
+        events = []
+        for kind, key, wire in (("thinking", "reasoning_content", "thinking_delta"), ("text", "content", "text_delta")):
+            if delta.get(key):
+                if self.kind != kind:
+                    events += self._switch(kind, dict(self._OPEN[kind]))
+                events.append(self._delta({"type": wire, kind: delta[key]}))
+        for call in delta.get("tool_calls") or ():
+            block = _tool_use(call)
+            arguments = json.dumps(block["input"], ensure_ascii=False)
+            events += self._switch("tool_use", {**block, "input": {}})
+            events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+        return events
+
+    def close(self) -> list[dict]:
+        if self.kind is None:
+            return []
+        self.kind = None
+        return [{"type": "content_block_stop", "index": self.index}]
+
+
+async def _stream(shape: _Shape, jobs: Jobs, request) -> AsyncIterator[str]:
+    """The events of one message; leaving early (client gone) cancels the engine request."""
+    try:
+        start = shape.message([], (None, None), 0)
+        yield _event({"type": "message_start", "message": start})
+        yield _event({"type": "ping"})
+        pipeline, blocks = DeltaPipeline(request), _Blocks()
+        parts: list[str] = []
+        tokens: list[int] = []
+        finish = None
+        async for _, event in jobs.events():
+            parts.append(event.text)
+            tokens.extend(event.tokens)
+            final = event.finish_reason is not None
+            for delta in pipeline.feed(event.text, final=final):
+                for out in blocks.feed(delta):
+                    yield _event(out)
+            if final:
+                finish = pipeline.finish_reason(event.finish_reason)
+        for out in blocks.close():
+            yield _event(out)
+        reason, sequence = shape.stop(finish, "".join(parts), tokens)
+        yield _event({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                      "usage": {"output_tokens": len(tokens)}})
+        yield _event({"type": "message_stop"})
+    except Exception as exc:  # noqa: BLE001 - reported to the client in the stream itself
+        status, body, _ = describe(exc)
+        yield _event(anthropic_error(status, body["error"]["message"])[1])
+    finally:
+        jobs.close()
+
+
+# --- routes -------------------------------------------------------------------------------
+def register(api: FastAPI, registry: Registry) -> None:
+    @api.post("/v1/messages")
+    async def create_message(body: MessagesRequest, http_request: Request):
+        entry = registry.get(body.model)
+        jobs, request = chat.submit(_chat_request(body), entry)
+        shape = _Shape(body, entry, jobs)
+        if body.stream:
+            return StreamingResponse(_stream(shape, jobs, request), media_type="text/event-stream",
+                                     headers=SSE_HEADERS)
+        try:
+            choices = await unless_disconnected(http_request, jobs.collect())
+        except ClientGone:
+            return json_response(*anthropic_error(499, "client closed the connection"))
+        finally:
+            jobs.close()
+        return _response(shape, request, choices[0])
+
+    @api.post("/v1/messages/count_tokens")
+    async def count_message_tokens(body: CountTokensRequest):
+        return {"input_tokens": _count_tokens(body, registry.get(body.model))}
