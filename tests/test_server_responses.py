@@ -220,6 +220,47 @@ def test_max_output_tokens_makes_it_incomplete(client, server):
     assert events[-2][1]["item"]["status"] == "incomplete"
 
 
+# --- reasoning (SmolLM2 does not reason: the chat pipeline's own output for a Qwen 3 answer) ---
+def test_reasoning_becomes_a_reasoning_item_whole_and_streamed(model):
+    from types import SimpleNamespace
+
+    from llama_ffi.chat.families import get_family
+    from llama_ffi.chat.pipeline import ChatRequest as Prepared
+    from llama_ffi.chat.pipeline import DeltaPipeline, chat_message
+    from llama_ffi.server import responses
+
+    text = "<think>\nThe user greets me.\n</think>\n\nHello there!"
+    prepared = Prepared("", False, (), get_family("qwen3"))
+    message, finish = chat_message(prepared, text, "stop")
+    usage = {"prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25}
+    entry = SimpleNamespace(name="m", vocab=model.vocab)
+    shape = responses._Shape(responses.ResponsesRequest(input="hi"), entry)
+    whole = responses.response(shape, {"choices": [{"message": message, "finish_reason": finish}], "usage": usage})
+    parsed = valid_response(whole)
+    assert [item.type for item in parsed.output] == ["reasoning", "message"]
+    assert parsed.output[0].content[0].text == "The user greets me." and parsed.output_text == "Hello there!"
+    n_reasoning = len(model.vocab.tokenize("The user greets me.", add_special=False))
+    assert parsed.usage.output_tokens_details.reasoning_tokens == n_reasoning > 0
+    # the same answer streamed a character at a time
+    state, pipeline = responses._Events(shape), DeltaPipeline(prepared)
+    events = state.start()
+    for i, char in enumerate(text):
+        for delta in pipeline.feed(char, final=i == len(text) - 1):
+            events += state.delta(delta)
+    events += state.finish(pipeline.finish_reason("stop"), usage)
+    for event in events:
+        EVENTS.validate_python(event)
+    kinds = [e["type"] for e in events]
+    assert kinds[2:4] == ["response.output_item.added", "response.content_part.added"]
+    assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+    assert "".join(e["delta"] for e in events if e["type"] == "response.reasoning_text.delta") == "The user greets me."
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hello there!"
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed" and final["usage"] == whole["usage"]
+    assert [(o["type"], o["content"]) for o in final["output"]] == [(o["type"], o["content"]) for o in whole["output"]]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
 # --- errors --------------------------------------------------------------------------------
 @pytest.mark.parametrize("body, param, words", [
     ({"input": ""}, "input", "empty"),
@@ -239,6 +280,9 @@ def test_max_output_tokens_makes_it_incomplete(client, server):
     ({"input": "hi", "tools": [WEATHER], "tool_choice": {"type": "function", "name": "other"}},
      "tool_choice.name", "unknown tool"),
     ({"input": "hi", "tool_choice": "required"}, "tool_choice", "at least one tool"),
+    ({"input": "hi", "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}}, "tool_choice",
+     "tool_choice must be"),
+    ({"input": "hi", "tool_choice": "maybe"}, "tool_choice.mode", "'none', 'auto' or 'required'"),
     ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema", "schema"),
     ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nonsense"}}}},
      "text.format", ""),

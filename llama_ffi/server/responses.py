@@ -136,6 +136,22 @@ class FunctionChoice(BaseModel):
     name: str
 
 
+def _choice_kind(value: Any) -> str | None:
+    """Only functions can be chosen: other kinds (allowed_tools, hosted tools) get one clear message."""
+    if isinstance(value, str):
+        return "mode"
+    is_function = value.get("type") == "function" if isinstance(value, dict) else isinstance(value, FunctionChoice)
+    return "function" if is_function else None
+
+
+ToolChoice = Annotated[
+    Annotated[Literal["none", "auto", "required"], Tag("mode")] | Annotated[FunctionChoice, Tag("function")],
+    Discriminator(_choice_kind, custom_error_type="tool_choice_type",
+                  custom_error_message='tool_choice must be "none", "auto", "required" or '
+                                       '{"type": "function", "name": ...}'),
+]
+
+
 class TextFormat(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
     type: Literal["text", "json_object", "json_schema"]
@@ -160,7 +176,7 @@ class ResponsesRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     tools: list[FunctionTool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     stream: bool = False
