@@ -6,6 +6,7 @@ stream event is validated against the client's pydantic types (``Response``,
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -29,13 +30,18 @@ EVENTS = TypeAdapter(ResponseStreamEvent)
 
 
 @pytest.fixture(scope="module")
-def server(model_path):
+def served(model_path):
     from llama_ffi.server.config import ModelSettings, ServerSettings
 
     settings = ServerSettings(api_key=KEY, models=[
         ModelSettings(model=str(model_path), model_alias="smol", n_ctx=2048, n_parallel=2, n_gpu_layers=0)])
-    with running_server(settings) as (url, srv):
-        yield url
+    with running_server(settings) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +297,27 @@ def test_reasoning_becomes_a_reasoning_item_whole_and_streamed(model):
 def test_bad_requests_are_400_in_openai_shape(server, body, param, words):
     error = error_of(post(server, body), 400)
     assert error["param"] == param and words in error["message"], error
+
+
+def test_a_prompt_over_the_context_is_a_400(server):
+    error = error_of(post(server, {"input": "word " * 3000}), 400)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "input"
+
+
+def test_leaving_a_stream_early_cancels_its_generation(served):
+    url, srv = served
+    # greedy, SmolLM2 loops on this question until the cap: only a cancel ends it early
+    body = {"input": QUESTION, "stream": True, "max_output_tokens": 800, "temperature": 0.0}
+    entry = srv.registry.entries["smol"]
+    before = entry.engine.stats()["generated_tokens"]
+    with httpx.stream("POST", url + "/v1/responses", json=body, timeout=120,
+                      headers={"Authorization": f"Bearer {KEY}"}) as response:
+        assert any("response.output_text.delta" in line for line in response.iter_lines())  # stops at the first
+    deadline = time.monotonic() + 30
+    while (entry.engine.stats()["running"] or entry.active) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert entry.engine.stats()["running"] == 0 and not entry.active
+    assert entry.engine.stats()["generated_tokens"] - before < 100
 
 
 def test_errors_reach_the_official_client(client):
