@@ -89,9 +89,13 @@ class ModelSettings:
                 raise ValidationError(f"{where}: {name} must be a positive integer, got {value!r}", param=name)
         if not Path(self.model).is_file():
             raise ValidationError(f"{where}: model file not found: {self.model}", param="model")
+        self.lora = self.lora_entries(where)
+
+    def lora_entries(self, where: str = "model") -> list[dict]:
+        """``lora`` as checked ``{"path", "scale"}`` objects."""
         if not isinstance(self.lora, (list, tuple)):
             raise ValidationError(f"{where}: lora must be a list of paths or {{\"path\", \"scale\"}} objects", param="lora")
-        self.lora = [_lora_entry(item, f"{where}: lora[{i}]") for i, item in enumerate(self.lora)]
+        return [_lora_entry(item, f"{where}: lora[{i}]") for i, item in enumerate(self.lora)]
 
     def engine_config(self):
         from ..engine import EngineConfig

@@ -40,7 +40,7 @@ from .registry import ModelEntry, Registry
 
 __all__ = ["ROUTES", "register"]
 
-ROUTES = frozenset({"/slots", "/slots/{id_slot}", "/infill", "/lora-adapters"})
+ROUTES = frozenset({"/slots", "/infill", "/lora-adapters"})  # /metrics labels: exact paths (/slots/0 is "other")
 _STRICT = ConfigDict(strict=True, extra="forbid")
 # A slot file name: a plain name in the save folder, never a path.
 _FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -165,9 +165,10 @@ class _Adapters:
         from ..native import LoraAdapter
 
         self.entry = entry
-        self.paths = [item["path"] for item in entry.settings.lora]
+        configured = entry.settings.lora_entries(entry.name)
+        self.paths = [item["path"] for item in configured]
         self.adapters = [LoraAdapter(entry.model, path) for path in self.paths]
-        self.scales = [item["scale"] for item in entry.settings.lora]
+        self.scales = [item["scale"] for item in configured]
         if self.adapters:
             entry.engine.call(self._apply(self.scales)).result()
 
