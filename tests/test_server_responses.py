@@ -293,6 +293,8 @@ def test_reasoning_becomes_a_reasoning_item_whole_and_streamed(model):
     ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nonsense"}}}},
      "text.format", ""),
     ({"input": "hi", "frequency_penalty": 1}, "frequency_penalty", "Unrecognized request argument"),
+    ({"input": "hi", "metadata": {"k" * 65: "v"}}, f"metadata.{'k' * 65}.[key]", "at most 64"),
+    ({"input": "hi", "metadata": {str(i): "v" for i in range(17)}}, "metadata", "at most 16"),
 ])
 def test_bad_requests_are_400_in_openai_shape(server, body, param, words):
     error = error_of(post(server, body), 400)

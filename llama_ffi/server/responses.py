@@ -180,7 +180,8 @@ class ResponsesRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     stream: bool = False
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = \
+        Field(None, max_length=16)  # OpenAI's limits
     store: bool | None = None  # accepted, ignored: nothing is stored
     previous_response_id: str | None = None  # refused with a clear message: stateless
     user: str | None = None
@@ -234,7 +235,7 @@ def _messages(body: ResponsesRequest) -> list[dict]:
                 raise ValidationError(f"{where}: no function_call item before it has call_id {item.call_id!r}",
                                       param="input")
             out.append({"role": "tool", "tool_call_id": item.call_id, "name": names[item.call_id],
-                        "content": _text(item.output, where, "tool") if item.output else ""})
+                        "content": _text(item.output, where, "tool")})
     if not out:
         raise ValidationError("input has nothing to answer: only reasoning items", param="input")
     return out
