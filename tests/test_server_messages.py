@@ -125,6 +125,12 @@ def test_stream_events_in_order(server):
     assert end["delta"]["stop_reason"] in ("end_turn", "max_tokens") and 1 <= end["usage"]["output_tokens"] <= 12
 
 
+def test_seed_makes_sampling_repeatable(client):
+    kwargs = dict(model="smol", max_tokens=16, messages=[{"role": "user", "content": "Tell me about cats."}],
+                  extra_body={"temperature": 1.0, "seed": 1234})
+    assert texts(client.messages.create(**kwargs)) == texts(client.messages.create(**kwargs))
+
+
 # --- stop reasons -------------------------------------------------------------------------
 def test_stop_sequence_is_reported_with_the_one_that_matched(client):
     answer = texts(client.messages.create(model="smol", max_tokens=40, system=SYSTEM, messages=QUESTION, **GREEDY))

@@ -211,6 +211,7 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0, le=_MAX_TOKENS)
     stop_sequences: list[str] | None = None
+    seed: int | None = Field(None, ge=-(1 << 63), lt=1 << 64)  # llama.cpp's extension, as on chat
     stream: bool = False
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
@@ -315,7 +316,7 @@ def _chat_request(body: CountTokensRequest) -> ChatRequest:
         fields["response_format"] = {"type": "json_schema", "json_schema": {"schema": output_format.schema_}}
     if isinstance(body, MessagesRequest):
         fields.update(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
-                      stop=body.stop_sequences)
+                      stop=body.stop_sequences, seed=body.seed)
     try:
         return ChatRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     except pydantic.ValidationError as exc:  # not expected: every field was checked above
