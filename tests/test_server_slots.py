@@ -188,6 +188,14 @@ def test_a_link_out_of_the_folder_is_refused(server, save_dir, tmp_path):
         (save_dir / "link.bin").unlink()
 
 
+def test_a_folder_in_the_way_is_a_400(server, save_dir):
+    url, _ = server
+    (save_dir / "taken").mkdir()
+    error = error_of(action(url, 0, "save", "taken"), 400)
+    assert "could not write taken" in error["message"] and (save_dir / "taken").is_dir()
+    assert error_of(action(url, 0, "restore", "taken"), 404)["code"] == "file_not_found"
+
+
 def test_restore_refuses_missing_and_broken_files_and_leaves_the_slot_empty(server, save_dir):
     url, _ = server
     erase_all(url)

@@ -78,6 +78,8 @@ def save_slot(scheduler, seq_id: int, path: str | os.PathLike) -> tuple[int, int
     try:
         written = scheduler.ctx.save_seq_state_file(partial, seq_id, slot.tokens[: slot.n_past])
         os.replace(partial, path)
+    except OSError as exc:  # a folder of that name, a full disk...
+        raise StateError(f"could not write {path.name}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     return slot.n_past, written
