@@ -131,6 +131,23 @@ def test_seed_makes_sampling_repeatable(client):
     assert texts(client.messages.create(**kwargs)) == texts(client.messages.create(**kwargs))
 
 
+def test_final_assistant_message_is_a_prefill_the_answer_continues(client, server):
+    prefill = "The capital of France is"
+    kwargs = dict(model="smol", max_tokens=12, system=SYSTEM,
+                  messages=[*QUESTION, {"role": "assistant", "content": prefill}], **GREEDY)
+    message = client.messages.create(**kwargs)
+    # the same as completing the rendered chat prompt followed by the prefill
+    rendered = httpx.post(server + "/apply-template", headers={"x-api-key": KEY}, timeout=30,
+                          json={"messages": [{"role": "system", "content": SYSTEM}, *QUESTION]}).json()["prompt"]
+    expected = httpx.post(server + "/v1/completions", headers={"x-api-key": KEY}, timeout=120, json={
+        "model": "smol", "prompt": rendered + prefill, "max_tokens": 12, "temperature": 0}).json()
+    assert texts(message) == expected["choices"][0]["text"] and not texts(message).startswith(prefill)
+    assert message.usage.input_tokens == expected["usage"]["prompt_tokens"] == \
+        client.messages.count_tokens(model="smol", system=SYSTEM, messages=kwargs["messages"]).input_tokens
+    with client.messages.stream(**kwargs) as stream:
+        assert "".join(stream.text_stream) == texts(message)
+
+
 # --- stop reasons -------------------------------------------------------------------------
 def test_stop_sequence_is_reported_with_the_one_that_matched(client):
     answer = texts(client.messages.create(model="smol", max_tokens=40, system=SYSTEM, messages=QUESTION, **GREEDY))
@@ -250,7 +267,9 @@ def test_missing_max_tokens_is_an_invalid_request(server):
     ([], "messages"),
     ([{"role": "user", "content": []}], "empty"),
     ([{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}], "assistant"),
-    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}], "prefill"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t", "name": "f", "input": {}}]}], "text only"),
+    ([{"role": "assistant", "content": "Hello"}], "user message"),
     ([{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}], "image"),
 ])
 def test_bad_messages_are_bad_request_errors(client, messages, needle):

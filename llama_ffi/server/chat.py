@@ -58,7 +58,8 @@ def _chat_options(body: ChatRequest) -> dict[str, Any]:
     return chat
 
 
-def submit(body: ChatRequest, entry) -> tuple[Jobs, Any]:
+def submit(body: ChatRequest, entry, prefill: str = "") -> tuple[Jobs, Any]:
+    """``prefill``: text the answer continues (after the generation prompt), not part of it."""
     try:
         request = build_chat(entry.model, entry.settings.chat_format, _messages(body), _chat_options(body))
     except GrammarError as exc:  # a schema we cannot compile: name the field it came from
@@ -66,7 +67,7 @@ def submit(body: ChatRequest, entry) -> tuple[Jobs, Any]:
         raise
     grammar = request.grammar_for(grammar_of(body))
     stops = merge_stops(stop_list(body.stop), request.stops) or []
-    tokens = entry.vocab.tokenize(request.prompt, add_special=request.add_bos, parse_special=True)
+    tokens = entry.vocab.tokenize(request.prompt + prefill, add_special=request.add_bos, parse_special=True)
     max_tokens = (body.max_completion_tokens or body.max_tokens or entry.settings.max_tokens_default
                   or entry.engine.context.n_ctx_seq)
     logprobs = top_logprobs(body.top_logprobs) if body.logprobs else None

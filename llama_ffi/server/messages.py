@@ -19,8 +19,9 @@ A Messages request is translated into a chat request (``schemas.ChatRequest``) a
 
 ``POST /v1/messages/count_tokens`` renders the same prompt and counts it: the count equals the
 ``usage.input_tokens`` of the same request. Errors on both routes take Anthropic's shape
-(``errors.shape_for_path``). Not supported: images and documents (a 400), a final assistant
-message as a prefill (a 400), Anthropic's server tools.
+(``errors.shape_for_path``). A final assistant message is a prefill, as on Anthropic's API:
+its text goes after the generation prompt and the answer continues it. Not supported:
+images and documents (a 400), Anthropic's server tools.
 """
 
 from __future__ import annotations
@@ -268,7 +269,9 @@ def _assistant_turn(blocks: Sequence[Any], where: str) -> dict:
     return message
 
 
-def _chat_messages(body: CountTokensRequest) -> list[dict]:
+def _chat_messages(body: CountTokensRequest) -> tuple[list[dict], str]:
+    """The chat messages, and the prefill: the text of a final assistant message, which
+    Anthropic's API continues rather than answering after it."""
     out = []
     if body.system is not None and _text(body.system):
         out.append({"role": "system", "content": _text(body.system)})
@@ -282,11 +285,13 @@ def _chat_messages(body: CountTokensRequest) -> list[dict]:
             out.extend(_user_turn(blocks, where))
         else:
             out.append(_assistant_turn(blocks, where))
-    if body.messages[-1].role == "assistant":
-        # Anthropic continues a final assistant message; the chat path always opens a new turn
-        raise ValidationError("a final assistant message (prefill) is not supported: end with a user message",
-                              param="messages")
-    return out
+    if body.messages[-1].role != "assistant":
+        return out, ""
+    last = out.pop()
+    if last.get("tool_calls") or last.get("reasoning_content"):
+        raise ValidationError(f"messages[{len(body.messages) - 1}]: a final assistant message (a prefill to "
+                              "continue) may hold text only", param="messages")
+    return out, last["content"]
 
 
 def _tool_choice(choice) -> str | dict | None:
@@ -304,9 +309,12 @@ def _function(tool: ToolDef) -> dict:
     return out
 
 
-def _chat_request(body: CountTokensRequest) -> ChatRequest:
-    fields: dict[str, Any] = {"model": body.model, "messages": _chat_messages(body),
-                              "tool_choice": _tool_choice(body.tool_choice)}
+def _chat_request(body: CountTokensRequest) -> tuple[ChatRequest, str]:
+    """The chat request, and the prefill its answer continues."""
+    messages, prefill = _chat_messages(body)
+    if not messages:
+        raise ValidationError("messages: a conversation needs a user message before the assistant's", param="messages")
+    fields: dict[str, Any] = {"model": body.model, "messages": messages, "tool_choice": _tool_choice(body.tool_choice)}
     if body.tools is not None:
         fields["tools"] = [{"type": "function", "function": _function(t)} for t in body.tools]
     if body.thinking is not None and body.thinking.type != "adaptive":
@@ -318,21 +326,21 @@ def _chat_request(body: CountTokensRequest) -> ChatRequest:
         fields.update(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                       stop=body.stop_sequences, seed=body.seed)
     try:
-        return ChatRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+        return ChatRequest.model_validate({k: v for k, v in fields.items() if v is not None}), prefill
     except pydantic.ValidationError as exc:  # not expected: every field was checked above
         raise ValidationError(f"the request does not translate to a chat request: {exc.errors()[0]['msg']}",
                               param="messages") from None
 
 
 def _count_tokens(body: CountTokensRequest, entry: ModelEntry) -> int:
-    request = _chat_request(body)
+    request, prefill = _chat_request(body)
     try:
         rendered = build_chat(entry.model, entry.settings.chat_format, chat._messages(request),
                               chat._chat_options(request))
     except GrammarError as exc:
         exc.param = exc.param or "tools"
         raise
-    return len(entry.vocab.tokenize(rendered.prompt, add_special=rendered.add_bos, parse_special=True))
+    return len(entry.vocab.tokenize(rendered.prompt + prefill, add_special=rendered.add_bos, parse_special=True))
 
 
 # --- the answer ---------------------------------------------------------------------------
@@ -493,7 +501,8 @@ def register(api: FastAPI, registry: Registry) -> None:
     @api.post("/v1/messages")
     async def create_message(body: MessagesRequest, http_request: Request):
         entry = registry.get(body.model)
-        jobs, request = chat.submit(_chat_request(body), entry)
+        chat_body, prefill = _chat_request(body)
+        jobs, request = chat.submit(chat_body, entry, prefill)
         shape = _Shape(body, entry, jobs)
         if body.stream:
             return StreamingResponse(_stream(shape, jobs, request), media_type="text/event-stream",
