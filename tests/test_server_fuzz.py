@@ -41,6 +41,8 @@ GENERATION = {"POST /v1/completions", "POST /v1/chat/completions", "POST /v1/res
 TOKEN_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # each endpoint's own name
 # named-event streams (Responses) end with a final event rather than data: [DONE]
 LAST_EVENTS = {"response.completed", "response.incomplete", "response.failed", "error", "message_stop"}
+ANTHROPIC_ERRORS = {"invalid_request_error", "authentication_error", "not_found_error", "request_too_large",
+                    "overloaded_error"}
 TALLY: collections.Counter = collections.Counter()  # (label, mode, status) -> count, for the summary
 
 
@@ -106,7 +108,7 @@ def _check(response, label: str, body) -> None:
     if status >= 400 and label.split()[-1].startswith("/v1/messages"):  # Anthropic's route, Anthropic's shape
         body = json.loads(response.text)
         assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, where
-        assert body["error"]["type"].endswith("_error") and body["error"]["message"], where
+        assert body["error"]["type"] in ANTHROPIC_ERRORS and body["error"]["message"], where
     elif status >= 400:
         try:
             error = json.loads(response.text)["error"]
