@@ -63,7 +63,9 @@ _LAZY = {
     "BaseLlamaCache": "llama_ffi.llama",
     "Llama": "llama_ffi.llama",
     "LlamaCache": "llama_ffi.llama",
+    "LlamaDraftModel": "llama_ffi.generation.drafting",  # llama_cpp.llama_speculative's names
     "LlamaGrammar": "llama_ffi.grammar",
+    "LlamaPromptLookupDecoding": "llama_ffi.generation.drafting",
     "LlamaRAMCache": "llama_ffi.llama",
     "LlamaSettings": "llama_ffi.llama",
     "LlamaState": "llama_ffi.llama",

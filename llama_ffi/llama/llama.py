@@ -83,8 +83,11 @@ class LlamaSettings:
         n = self.last_n_tokens_size
         if isinstance(n, bool) or not isinstance(n, int) or not -1 <= n <= 1 << 24:
             raise ValidationError("last_n_tokens_size must be an integer in [-1, 2**24]", param="last_n_tokens_size")
-        if self.draft_model is not None:
-            raise ValidationError("speculative decoding (draft_model) is not supported", param="draft_model")
+        draft = self.draft_model
+        if draft is not None and not (isinstance(draft, (str, os.PathLike)) or callable(draft)
+                                      or hasattr(draft, "draft")):
+            raise ValidationError("draft_model must be a GGUF path, a LlamaDraftModel or a Drafter "
+                                  "(llama_ffi.generation.drafting)", param="draft_model")
 
 
 _SETTINGS_KEYS = frozenset(f.name for f in fields(LlamaSettings))
@@ -163,6 +166,7 @@ class Llama:
 
     _model: Model | None = None  # keeps close()/__del__ safe after a failed __init__
     _context: Context | None = None
+    _owned_drafter = None
 
     def __init__(self, model_path: str | os.PathLike | None = None, *,
                  model_params: ModelParams | None = None, context_params: ContextParams | None = None,
@@ -185,15 +189,28 @@ class Llama:
             default_loras = {}
             if settings.lora_path:
                 default_loras = {self.load_lora(settings.lora_path): float(settings.lora_scale)}
-            self._session = Session(self._context, model_name=self.model_path, default_loras=default_loras)
+            self._drafter = self._make_drafter(settings.draft_model, mp)
+            self._session = Session(self._context, model_name=self.model_path, default_loras=default_loras,
+                                    drafter=self._drafter)
         except BaseException:
-            self._model.close()
+            self.close()
             raise
         seed = settings.seed
         self.sampling = SamplingParams(seed=None if seed in (-1, LLAMA_DEFAULT_SEED) else seed,
                                        penalty_last_n=settings.last_n_tokens_size)
         self.model_params, self.context_params = mp, cp
         self._set_compat_attributes()
+
+    def _make_drafter(self, draft_model, mp: ModelParams):
+        """Speculative decoding (generation/drafting.py): prompt lookup, a llama-cpp-python
+        ``LlamaDraftModel``, or a draft GGUF loaded like the target (same GPU layers) with a
+        context as long as the target's. A drafter made here from a path is closed with us."""
+        from ..generation.drafting import as_drafter
+
+        drafter = as_drafter(draft_model, target_vocab=self._model.vocab, n_ctx=self._context.n_ctx,
+                             n_gpu_layers=mp.n_gpu_layers)
+        self._owned_drafter = drafter if isinstance(draft_model, (str, os.PathLike)) else None
+        return drafter
 
     def _set_compat_attributes(self) -> None:
         """llama-cpp-python's plain attributes (settings, sizes, the cache, the tokenizer)."""
@@ -211,6 +228,8 @@ class Llama:
     # --- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
         """Free the context, adapters and model. Safe to call more than once."""
+        if self._owned_drafter is not None:
+            self._owned_drafter.close()
         if self._context is not None:
             self._context.close()
         if self._model is not None:

@@ -7,6 +7,11 @@ only the new tokens (``stats.last_prefill`` says how many). Generation goes thro
 incremental UTF-8 decode and, only when stop strings were given, a check over the tail.
 Logits reach Python only for a logits processor, stopping criteria or logprobs.
 
+With a drafter (``Llama(draft_model=...)``) generation goes through
+``TokenLoop.run_speculative``: the output is drawn from the same distribution, token for
+token, with fewer decodes when the drafts are right (``stats.accepted_tokens``). A logits
+processor or stopping criteria need one row at a time, so those calls run without it.
+
 Calls on one session are serialised by a lock; a stream holds it from its first chunk
 until it ends or is closed, so the KV bookkeeping is never interleaved.
 """
@@ -40,6 +45,17 @@ class SessionStats:
     prefill_tokens: int = 0
     generated_tokens: int = 0
     calls: int = 0
+    drafted_tokens: int = 0  # speculative decoding: draft tokens checked by the model
+    accepted_tokens: int = 0  # ... and those it kept (each saved one decode)
+    last_drafted: int = 0  # the same for the last call
+    last_accepted: int = 0
+
+
+class _DraftCounts:
+    __slots__ = ("drafted", "accepted")
+
+    def __init__(self) -> None:
+        self.drafted = self.accepted = 0
 
 
 @dataclass
@@ -77,7 +93,7 @@ CANCEL_CHUNK = 128  # prompt tokens decoded between two checks of a cancel token
 class Session:
     """Prompt handling, prefix reuse and the generation loop over one context."""
 
-    def __init__(self, context, *, model_name: str, default_loras: dict | None = None) -> None:
+    def __init__(self, context, *, model_name: str, default_loras: dict | None = None, drafter=None) -> None:
         self.context = context
         self.vocab = context.model.vocab
         self.pieces = self.vocab.pieces
@@ -92,6 +108,7 @@ class Session:
         self._cache_loras: dict = dict(default_loras or {})
         self.default_loras = dict(default_loras or {})
         self.stats = SessionStats()
+        self.drafter = drafter  # generation.drafting.Drafter, or None
         self._lock = threading.Lock()
         self._owner: int | None = None
 
@@ -146,14 +163,17 @@ class Session:
         chain = device = None
         try:
             host_logits = bool(run.opts.logits_processor) or run.opts.stopping_criteria is not None
-            chain, device = build_chains(run.spec, self.vocab, on_gpu=self.backend_sampling, host_logits=host_logits)
+            speculate = self.drafter is not None and not host_logits
+            # the in-graph sampler cannot see drafts: speculation samples on the host
+            chain, device = build_chains(run.spec, self.vocab, on_gpu=self.backend_sampling and not speculate,
+                                         host_logits=host_logits)
             if device is not None:
                 self.context.set_sampler(0, device)  # closing it below detaches it
             self.loop.chain = chain
             self._prefill(run)
             prime(chain, run.spec, run.full)
             self.stats.calls += 1
-            yield from self._tokens(run)
+            yield from (self._speculative_tokens(run) if speculate else self._tokens(run))
         finally:
             if run.full is not None:  # KV positions [0, loop.pos) are known to hold these
                 self.cache = (run.full + run.tokens)[: self.loop.pos]
@@ -219,16 +239,45 @@ class Session:
         if tracking:
             rows.track(run.full, self.n_ctx)
         cancel = opts.cancel.is_set if opts.cancel is not None else None
-        for token in self.loop.run(run.budget, stop_tokens=run.spec.stop_tokens, logits_hook=rows.hook,
-                                   cancelled=cancel):
-            text, hit = on_token(token, rows.row)
-            if tracking:
-                ids = rows.history_with(token)
-                if criteria is not None and criteria(ids, self.context.logits(-1)):
-                    output.finish_reason = hit = "stop"
-            yield text
-            if hit:
-                return
+        tokens = self.loop.run(run.budget, stop_tokens=run.spec.stop_tokens, logits_hook=rows.hook, cancelled=cancel)
+        try:
+            for token in tokens:
+                text, hit = on_token(token, rows.row)
+                if tracking:
+                    ids = rows.history_with(token)
+                    if criteria is not None and criteria(ids, self.context.logits(-1)):
+                        output.finish_reason = hit = "stop"
+                yield text
+                if hit:
+                    return
+        finally:
+            tokens.close()
+        yield from self._finish(run, cancel)
+
+    def _speculative_tokens(self, run: _Run) -> Iterator[str]:
+        output, opts, ctx, loop = run.output, run.opts, self.context, self.loop
+        on_token, want_row = output.on_token, output.logprobs is not None
+        cancel = opts.cancel.is_set if opts.cancel is not None else None
+        drafter, counts = self.drafter, _DraftCounts()
+        drafter.reset()
+        tokens = loop.run_speculative(run.budget, drafter.draft, list(run.full), n_max=drafter.n_max,
+                                      stop_tokens=run.spec.stop_tokens, cancelled=cancel, counters=counts)
+        try:
+            for token in tokens:
+                text, hit = on_token(token, log_softmax(ctx.logits(loop.row)) if want_row else None)
+                yield text
+                if hit:
+                    return
+        finally:
+            tokens.close()  # trims unverified drafts from the KV cache before generate() reads loop.pos
+            stats = self.stats
+            stats.last_drafted, stats.last_accepted = counts.drafted, counts.accepted
+            stats.drafted_tokens += counts.drafted
+            stats.accepted_tokens += counts.accepted
+        yield from self._finish(run, cancel)
+
+    def _finish(self, run: _Run, cancel) -> Iterator[str]:
+        output = run.output
         if cancel is not None and cancel():
             raise CancelledError(f"generation cancelled after {output.n_tokens} tokens")
         ended = output.n_tokens >= run.budget or self.loop.pos >= self.n_ctx

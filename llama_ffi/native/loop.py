@@ -4,6 +4,10 @@
 ``engine/scheduler.py``), so it is written for speed: C functions and pointers bound once, one reused single-token batch, sampling
 in C through the chain, and Python touching the logits only when the caller asks for
 them (a logits processor or logprobs), then as a zero-copy numpy view.
+
+``run_speculative`` is the same loop with a drafter: each step decodes the pending token and
+up to k drafted tokens in one batch, with logits on every row, and keeps the drafts the
+chain itself samples.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class TokenLoop:
         if backend_sampling:
             context.set_sampler(seq_id, chain)
         self.pos = 0  # next position to write
+        self.row = -1  # output row of the token run_speculative yielded last
         self._prefill_batch = Batch(context.n_batch)
         self._step = Batch(1)
         self._step.n_seq_id[0] = 1
@@ -105,6 +110,77 @@ class TokenLoop:
                 _raise_decode_status(status, "llama_decode")
             self.pos += 1
 
+    def run_speculative(self, max_tokens: int, draft, history: list[int], *, n_max: int = 16,
+                        stop_tokens: frozenset[int] = frozenset(), cancelled: Callable[[], bool] | None = None,
+                        counters=None) -> Iterator[int]:
+        """``run`` with speculation: yields exactly the tokens ``run`` would (same budget, stop
+        tokens, context end), in fewer decodes when drafts are right.
+
+        ``draft(history, n)`` proposes up to ``n`` tokens to follow ``history`` (the tokens
+        before the pending one, plus it; every yielded token is appended to ``history``).
+        Each step decodes ``[pending, d1..dk]`` with logits on all k+1 rows, then samples row
+        ``i`` with the chain (``llama_sampler_sample(chain, ctx, i)``, which also accepts the
+        token) and stops after the first row whose token is not ``d(i+1)``. Row ``i`` was
+        computed after ``d1..di``, so a row is only read when every draft before it was what
+        the chain sampled: each emitted token is drawn from exactly the distribution the
+        plain loop would use, and the chain's state (grammar, penalties, RNG) advances only
+        through emitted tokens. Drafts are point masses, so this is exact speculative
+        sampling for any chain. Rejected rows leave the KV cache (``memory_seq_rm``);
+        ``self.pos`` counts only positions holding emitted tokens. ``self.row`` is the
+        output row the last yielded token came from (logprobs read ``context.logits(row)``).
+        ``counters.drafted``/``counters.accepted`` grow by the drafts tried and kept.
+        Needs host sampling: a chain attached to the graph cannot see the drafts."""
+        if self.backend_sampling:
+            raise ValueError("speculation needs host-side sampling: build the loop without backend_sampling")
+        ctx, n_ctx, seq = self.context, self.context.n_ctx_seq, self.seq_id
+        n_vocab = ctx.n_vocab
+        batch = Batch(min(ctx.n_batch, n_max + 1))
+        kv_end = self.pos
+        try:
+            self.row = -1
+            if max_tokens <= 0:
+                return
+            token = self.chain.sample(ctx, -1)
+            if token in stop_tokens:
+                return
+            emitted = 1
+            history.append(token)
+            yield token
+            while self.pos < n_ctx and not (cancelled is not None and cancelled()):
+                # a step emits up to k+1 tokens: k drafts leave room for the one sampled after them
+                room = min(max_tokens - emitted - 1, n_ctx - self.pos - 1, batch.capacity - 1)
+                drafts = _valid(draft(history, room), n_vocab)[:room] if room > 0 else []
+                start = self.pos
+                batch.clear()
+                batch.add([token, *drafts], start, seq, logits="all")
+                ctx.decode(batch)
+                kv_end = self.pos = start + 1
+                kv_end += len(drafts)
+                if emitted >= max_tokens:
+                    return
+                if counters is not None:
+                    counters.drafted += len(drafts)
+                for i in range(len(drafts) + 1):
+                    self.pos, self.row = start + i + 1, i
+                    token = self.chain.sample(ctx, i)
+                    if token in stop_tokens:
+                        return
+                    emitted += 1
+                    history.append(token)
+                    yield token
+                    if cancelled is not None and cancelled():
+                        return
+                    if i == len(drafts) or token != drafts[i]:
+                        break
+                    if counters is not None:
+                        counters.accepted += 1
+                if kv_end > self.pos:
+                    ctx.memory_seq_rm(seq, self.pos, -1)
+                    kv_end = self.pos
+        finally:  # also on close(): never leave unverified drafts in the cache
+            if kv_end > self.pos:
+                ctx.memory_seq_rm(seq, self.pos, -1)
+
     def feed(self, token: int) -> None:
         """Decode one token (e.g. a forced token) at the current position."""
         self.context.model.vocab.check_tokens([token])
@@ -112,3 +188,14 @@ class TokenLoop:
         self._step.pos[0] = self.pos
         self.context.decode(self._step)
         self.pos += 1
+
+
+def _valid(tokens, n_vocab: int) -> list[int]:
+    """Drafts up to the first that is not a token id (a user's draft model may return anything)."""
+    out = []
+    for token in tokens:
+        if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)) \
+                or not 0 <= token < n_vocab:
+            break
+        out.append(int(token))
+    return out
