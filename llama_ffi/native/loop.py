@@ -23,6 +23,7 @@ from .context import Context, _raise_decode_status
 from .sampler import SamplerChain
 
 LogitsHook = Callable[[np.ndarray], None]
+PROBE_EVERY = 4  # speculation: plain steps before drafting again after the window fell to 0
 
 
 class TokenLoop:
@@ -136,6 +137,10 @@ class TokenLoop:
         n_vocab = ctx.n_vocab
         batch = Batch(min(ctx.n_batch, n_max + 1))
         kv_end = self.pos
+        # How many drafts to ask for: +2 after a step that kept them all, halved after a miss,
+        # and after falling to 0 tried again (1) every PROBE_EVERY steps. A rejected draft costs
+        # a batch row, nearly free on a GPU but not on a CPU: this keeps misses cheap there.
+        window, idle = batch.capacity - 1, 0
         try:
             self.row = -1
             if max_tokens <= 0:
@@ -148,7 +153,11 @@ class TokenLoop:
             yield token
             while self.pos < n_ctx and not (cancelled is not None and cancelled()):
                 # a step emits up to k+1 tokens: k drafts leave room for the one sampled after them
-                room = min(max_tokens - emitted - 1, n_ctx - self.pos - 1, batch.capacity - 1)
+                if window == 0:
+                    idle += 1
+                    if idle >= PROBE_EVERY:
+                        window, idle = 1, 0
+                room = min(max_tokens - emitted - 1, n_ctx - self.pos - 1, window)
                 drafts = _valid(draft(history, room), n_vocab)[:room] if room > 0 else []
                 start = self.pos
                 batch.clear()
@@ -171,6 +180,8 @@ class TokenLoop:
                     if cancelled is not None and cancelled():
                         return
                     if i == len(drafts) or token != drafts[i]:
+                        if drafts:
+                            window = min(window + 2, batch.capacity - 1) if i == len(drafts) else window // 2
                         break
                     if counters is not None:
                         counters.accepted += 1
