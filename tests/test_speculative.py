@@ -295,3 +295,111 @@ def test_logits_processor_falls_back_to_plain_decoding(llama, lookup):
     spec = lookup(LIST, max_tokens=8, logits_processor=[proc], **GREEDY)["choices"][0]["text"]
     assert lookup.stats.drafted_tokens == before and len(seen) == 8
     assert spec == llama(LIST, max_tokens=8, **GREEDY)["choices"][0]["text"]
+
+
+# --- the engine: per-request speculation inside continuous batching -----------------------------
+@pytest.fixture(scope="module")
+def engine(model):
+    from llama_ffi.engine import Engine
+
+    with Engine(model, n_ctx=2048, n_seq_max=4, n_batch=512, n_threads=2) as eng:
+        yield eng
+
+
+def _engine_run(engine, prompt, n, **kw):
+    from llama_ffi.generation import SamplingParams
+
+    return engine.complete_sync(prompt, sampling=SamplingParams(temperature=0), max_tokens=n, logprobs=2, **kw)
+
+
+def assert_same_engine_greedy(plain, spec) -> None:
+    """As assert_same_greedy, over engine Completions (logprob entries: token, logprob, top)."""
+    for i, (a, b) in enumerate(zip(plain.tokens, spec.tokens)):
+        if a != b:
+            top = sorted((lp for _, lp in plain.logprobs[i][2]), reverse=True)
+            assert top[0] - top[1] < NEAR_TIE, f"parted at token {i} with margin {top[0] - top[1]:.3f}"
+            return
+    assert plain.tokens == spec.tokens and plain.finish_reason == spec.finish_reason
+
+
+def _kv_matches_slots(engine) -> None:
+    def check(scheduler):
+        for slot in scheduler.slots.slots:
+            held = scheduler.ctx.memory_seq_pos_range(slot.seq_id)
+            assert held == ((0, slot.n_past - 1) if slot.n_past else (-1, -1)), (slot.seq_id, held, slot.n_past)
+    engine.call(check).result(timeout=60)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_engine_greedy_matches_plain(engine, prompt):
+    before = engine.stats()["draft_accepted"]
+    plain = _engine_run(engine, prompt, 32)
+    spec = _engine_run(engine, prompt, 32, speculative={"n_max": 8})
+    assert_same_engine_greedy(plain, spec)
+    _kv_matches_slots(engine)
+    if prompt == LIST:
+        assert spec.tokens[:10] == plain.tokens[:10]
+        assert engine.stats()["draft_accepted"] > before
+
+
+def test_engine_concurrent_speculative_requests(engine):
+    import concurrent.futures
+
+    alone = {p: _engine_run(engine, p, 24) for p in PROMPTS}
+    with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
+        futures = {p: pool.submit(_engine_run, engine, p, 24, speculative=True) for p in PROMPTS}
+        together = {p: f.result(timeout=300) for p, f in futures.items()}
+    for p in PROMPTS:
+        assert_same_engine_greedy(alone[p], together[p])
+        assert len(together[p].tokens) <= 24
+    _kv_matches_slots(engine)
+
+
+def test_engine_stops_and_budget_hold(engine):
+    from llama_ffi.generation import SamplingParams
+
+    greedy = SamplingParams(temperature=0)
+    for n in (1, 2, 5, 9):
+        out = engine.complete_sync(LIST, sampling=greedy, max_tokens=n, speculative=True)
+        assert len(out.tokens) == n and out.finish_reason == "length"
+    out = engine.complete_sync(LIST, sampling=greedy, max_tokens=40, stop=["fig"], speculative=True)
+    plain = engine.complete_sync(LIST, sampling=greedy, max_tokens=40, stop=["fig"])
+    assert "fig" not in out.text and out.finish_reason == "stop" and out.text == plain.text
+    _kv_matches_slots(engine)
+
+
+def test_engine_speculation_threshold_and_bad_options(model, engine):
+    from llama_ffi.engine import Engine
+
+    with Engine(model, n_ctx=1024, n_seq_max=2, n_batch=256, n_threads=2, spec_max_running=0) as off:
+        _engine_run(off, LIST, 12, speculative=True)
+        assert off.stats()["draft_tokens"] == 0
+    for bad in ({"n_max": 0}, {"n_min": 9, "n_max": 4}, {"speculative.n_max": "8"}, {"p_min": 0.5}, "yes"):
+        with pytest.raises(ValidationError):
+            _engine_run(engine, LIST, 4, speculative=bad)
+    out = _engine_run(engine, LIST, 6, speculative={"speculative.n_max": 4, "speculative.n_min": 1})
+    assert len(out.tokens) == 6
+
+
+def test_metrics_expose_the_speculation_counters(engine):
+    from llama_ffi.server.metrics import render
+
+    _engine_run(engine, LIST, 16, speculative=True)
+
+    class Entry:
+        def __init__(self, eng):
+            self.engine = eng
+
+        def tokens_per_second(self, generated):
+            return 0.0
+
+    class Registry:
+        entries = {"smol": Entry(engine)}
+
+    text = render(Registry(), None)
+    stats = engine.stats()
+    assert stats["draft_accepted"] > 0 and stats["draft_tokens"] >= stats["draft_accepted"]
+    for metric, key in (("llama_ffi_spec_decode_num_drafts_total", "draft_steps"),
+                        ("llama_ffi_spec_decode_num_draft_tokens_total", "draft_tokens"),
+                        ("llama_ffi_spec_decode_num_accepted_tokens_total", "draft_accepted")):
+        assert f'{metric}{{model="smol"}} {float(stats[key]):g}\n' in text

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ClosedError, ContextOverflowError, GenerationError, OverloadedError
 from ..generation.results import usage
 from ..generation.sampling import SamplingParams
+from ..generation.drafting import SpeculativeOptions
 from ..generation.spec import budget, prepare
 from ..native import Context, ContextParams, Model, ModelParams
 from ..native.devices import has_gpu
@@ -56,6 +57,11 @@ class EngineConfig:
     max_queued_requests: int = 1024
     max_queued_tokens: int = 1 << 22
     max_tokens_default: int = 256
+    # Speculation (requests with ``speculative=``) runs only while at most this many requests
+    # run: with more, the batch already keeps the GPU busy and extra draft rows slow every
+    # sequence. 4 is a guess on the safe side (not measured yet): speculation pays off for a
+    # few streams on a GPU, where a step's extra rows are nearly free.
+    spec_max_running: int = 4
 
 
 @dataclass
@@ -93,7 +99,7 @@ class Engine:
             raise ValueError(f"backend_chain must be 'split' or 'whole', got {cfg.backend_chain!r}")
         self.scheduler = Scheduler(self.context, backend_sampling=bool(backend),
                                    split_chains=cfg.backend_chain == "split",
-                                   batched_sampling=batched)
+                                   batched_sampling=batched, spec_max_running=cfg.spec_max_running)
         self.name = Path(getattr(self.model, "path", "model")).name
         self._inbox: list[Request] = []
         self._lock = threading.Lock()
@@ -108,25 +114,27 @@ class Engine:
     # --- submission --------------------------------------------------------------------------
     def submit(self, prompt: str | Sequence[int], *, sampling: SamplingParams | None = None,
                max_tokens: int | None = None, stop=None, stop_tokens: Sequence[int] = (),
-               grammar=None, logprobs: int | None = None, sink=None) -> Request:
+               grammar=None, logprobs: int | None = None, speculative=None, sink=None) -> Request:
         """Queue a request; ``sink(event)`` is called on the engine thread for its output.
 
         Checked and tokenized as ``Llama`` does it (``generation.prepare``): ``max_tokens``
         None takes ``config.max_tokens_default``, 0 or -1 run to the end of the sequence's
-        context; ``stop`` holds strings and/or token ids."""
+        context; ``stop`` holds strings and/or token ids. ``speculative``: True or
+        ``{"n_max": 16, "n_min": 0}`` drafts by prompt lookup (generation.drafting.SpeculativeOptions)."""
         if self._closed:
             raise ClosedError("engine is closed")
         max_tokens = self.config.max_tokens_default if max_tokens is None else max_tokens
         spec = prepare(self.model.vocab, prompt, sampling=sampling, max_tokens=max_tokens, stop=stop,
                        grammar=grammar, logprobs=logprobs)
         spec.stop_tokens |= frozenset(int(t) for t in self.model.vocab.check_tokens(list(stop_tokens)))
+        speculative = SpeculativeOptions.parse(speculative)
         tokens = np.asarray(spec.prompt, dtype=np.int32)
         n_ctx = self.context.n_ctx_seq
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(f"prompt of {len(tokens)} tokens does not fit the context of {n_ctx}",
                                        n_tokens=len(tokens), n_ctx=n_ctx, param="prompt")
         request = Request(prompt=tokens, spec=spec, max_tokens=budget(spec.max_tokens, n_ctx - len(tokens)),
-                          sink=sink or (lambda e: None))
+                          sink=sink or (lambda e: None), speculative=speculative)
         with self._lock:
             waiting = len(self._inbox) + len(self.scheduler.queue)
             if waiting >= self.config.max_queued_requests or self._queued_tokens + len(tokens) > self.config.max_queued_tokens:
@@ -273,6 +281,7 @@ class Engine:
             "prefix_cache_hit_rate": c.cached_prompt_tokens / c.prompt_tokens if c.prompt_tokens else 0.0,
             "step_seconds": c.step_seconds, "decode_seconds": c.decode_seconds,
             "sample_seconds": c.sample_seconds,
+            "draft_steps": c.draft_steps, "draft_tokens": c.draft_tokens, "draft_accepted": c.draft_accepted,
             "ttft_p50": ttft[len(ttft) // 2] if ttft else None,
             "ttft_p99": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))] if ttft else None,
         }

@@ -52,6 +52,10 @@ class Request:
     n_submitted: int = -1  # prompt tokens as submitted; ``prompt`` grows when preempted
     output: object = None  # its generation.SequenceOutput, from the first admission on
     row_sampler: object = None  # its generation.batched.RowSampler, when its chain is sampled in bulk
+    speculative: object = None  # generation.drafting.SpeculativeOptions: draft by prompt lookup when few run
+    drafter: object = None  # its PromptLookupDrafter, from the first admission on
+    n_drafted: int = 0  # draft tokens checked by the model, and those it kept
+    n_draft_accepted: int = 0
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:

@@ -6,6 +6,12 @@ share a prefix with a running or cached sequence get its KV cells instead of rec
 them; when the cache fills, cached prefixes of finished requests are dropped first (least
 recently used first), then the newest request is preempted and later resumed from its
 tokens so far, never corrupted.
+
+A request with ``speculative`` options, while at most ``spec_max_running`` requests run,
+puts its last token and up to ``n_max`` prompt-lookup drafts into the step's batch with
+logits on each row; its own host chain samples the rows in order and stops at the first
+that disagrees with its draft (exact for any chain: see ``TokenLoop.run_speculative``).
+The rejected rows' cells are removed before the next step.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 from ..errors import KVCacheFullError
 from ..generation.batched import RowSampler, batchable, sample_rows
 from ..generation.chains import build_chains, prime
+from ..generation.drafting import PromptLookupDrafter
 from ..generation.output import SequenceOutput, log_softmax
 from ..native import Batch
 from .request import Event, Request, State
@@ -38,6 +45,7 @@ class Running:
     last_token: int = -1
     n_prompt_target: int = 0  # slot tokens that must be decoded before sampling starts
     shared: int = 0  # leading cells shared with another slot (copied at admission, not owned)
+    drafts: list | None = None  # this step's draft tokens (speculation), after its last token
 
 
 @dataclass
@@ -53,13 +61,17 @@ class Counters:
     decode_seconds: float = 0.0
     sample_seconds: float = 0.0
     ttft: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
+    # speculative decoding: verification steps, draft tokens checked, and those kept
+    draft_steps: int = 0
+    draft_tokens: int = 0
+    draft_accepted: int = 0
 
 
 class Scheduler:
     """Owns one Context. Not thread-safe: the engine thread alone calls ``step``."""
 
     def __init__(self, context, *, backend_sampling: bool, split_chains: bool = True,
-                 batched_sampling: str = "greedy") -> None:
+                 batched_sampling: str = "greedy", spec_max_running: int = 4) -> None:
         self.ctx = context
         self.vocab = context.model.vocab
         self.pieces = self.vocab.pieces
@@ -73,6 +85,7 @@ class Scheduler:
         self.backend_sampling = backend_sampling
         self.split_chains = split_chains
         self.batched_sampling = batched_sampling
+        self.spec_max_running = spec_max_running
         self.counters = Counters()
 
     # --- admission ---------------------------------------------------------------------
@@ -176,6 +189,16 @@ class Scheduler:
         chains are sampled together from the step's logits (generation.batched); a resumed
         request keeps its random stream."""
         spec = request.spec
+        if request.speculative is not None:  # drafts are verified row by row on the host
+            if request.drafter is None:
+                request.drafter = PromptLookupDrafter(request.speculative.ngram_size, request.speculative.n_max)
+            host = build_chains(spec, self.vocab, on_gpu=False)[0]
+            try:
+                prime(host, spec, request.prompt, request.resumed_tokens)
+            except BaseException:
+                host.close()
+                raise
+            return host, None
         if self._bulk(spec):
             if request.row_sampler is None:
                 request.row_sampler = RowSampler(spec.sampling)
@@ -229,6 +252,9 @@ class Scheduler:
         c.steps += 1
         self._advance_positions()
         sampling = clock()
+        speculating = [(r, i) for r, i in outputs if r.drafts is not None]
+        if speculating:
+            outputs = [(r, i) for r, i in outputs if r.drafts is None]
         batched = [(r, i) for r, i in outputs if isinstance(r.chain, RowSampler)]
         chained = [(r, i) for r, i in outputs if not isinstance(r.chain, RowSampler)] if batched else outputs
         tokens = self.ctx.sample_rows([r.chain for r, _ in chained], [i for _, i in chained])
@@ -237,6 +263,8 @@ class Scheduler:
         c.sample_seconds += clock() - sampling
         for (running, index), token in zip(chained + batched if batched else chained, tokens):
             self._take(running, index, token)
+        for running, index in speculating:
+            self._verify(running, index)
         done = clock()
         c.decode_seconds += decoded - decode_start
         c.step_seconds += done - started
@@ -247,12 +275,20 @@ class Scheduler:
         batch.clear()
         outputs = []
         decoding = [r for r in self.running if r.request.state is State.DECODE]
+        for r in decoding:  # a step that failed to decode (cache full) left its drafts behind
+            r.drafts = None
+        speculating = []
+        if len(self.running) <= self.spec_max_running and any(r.request.speculative is not None for r in decoding):
+            speculating = [r for r in decoding if r.request.speculative is not None]
+            decoding = [r for r in decoding if r.request.speculative is None]
         if decoding:
             n = len(decoding)
             batch.add_tokens(np.fromiter((r.last_token for r in decoding), np.int32, n),
                              np.fromiter((r.slot.n_past for r in decoding), np.int32, n),
                              np.fromiter((r.slot.seq_id for r in decoding), np.int32, n), 1)
             outputs = [(r, i) for i, r in enumerate(decoding)]
+        for n_left, r in zip(range(len(speculating) - 1, -1, -1), speculating):  # n_left: rows the rest need
+            outputs.append((r, self._add_drafted(r, batch.capacity - batch.n_tokens - n_left)))
         budget = batch.capacity - batch.n_tokens
         for r in self.running:
             if budget <= 0:
@@ -269,6 +305,44 @@ class Scheduler:
                 outputs.append((r, span.stop - 1))
             budget -= take
         return outputs
+
+    def _add_drafted(self, r: Running, room: int) -> int:
+        """Add ``[last token, drafts...]`` of a speculating request; returns its first row."""
+        request, slot = r.request, r.slot
+        options = request.speculative
+        # k drafts emit up to k+1 tokens: stay inside the budget, the context and the batch
+        n = min(options.n_max, request.max_tokens - request.n_generated - 1,
+                self.ctx.n_ctx_seq - slot.n_past - 2, room - 1)
+        drafts = request.drafter.draft(slot.tokens, n) if n > 0 else []
+        if len(drafts) < max(1, options.n_min):
+            drafts = []
+        r.drafts = drafts
+        return self.batch.add([r.last_token, *drafts], slot.n_past, slot.seq_id, logits="all").start
+
+    def _verify(self, r: Running, first: int) -> None:
+        """Sample a speculating request's rows in order with its chain; keep the drafts it
+        agrees with and the token after them; drop the other rows' cells."""
+        drafts, slot, request = r.drafts, r.slot, r.request
+        r.drafts = None
+        start = slot.n_past - len(drafts) - 1  # the position of the last token
+        end = slot.n_past
+        accepted = 0
+        for i in range(len(drafts) + 1):
+            token = r.chain.sample(self.ctx, first + i)
+            slot.n_past = start + i + 1  # cells up to the row sampled from hold emitted tokens
+            self._take(r, first + i, token)
+            if request.state is State.FINISHED or i == len(drafts) or token != drafts[i]:
+                break
+            accepted += 1
+        if end > slot.n_past:
+            self.ctx.memory_seq_rm(slot.seq_id, slot.n_past, -1)
+        if drafts:
+            c = self.counters
+            c.draft_steps += 1
+            c.draft_tokens += len(drafts)
+            c.draft_accepted += accepted
+            request.n_drafted += len(drafts)
+            request.n_draft_accepted += accepted
 
     def _advance_positions(self) -> None:
         n = self.batch.n_tokens

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ import numpy as np
 from ..errors import ValidationError
 
 __all__ = ["CallableDrafter", "DraftModelDrafter", "Drafter", "LlamaDraftModel", "LlamaPromptLookupDecoding",
-           "PromptLookupDrafter", "as_drafter", "check_same_vocab"]
+           "PromptLookupDrafter", "SpeculativeOptions", "as_drafter", "check_same_vocab"]
 
 
 class Drafter:
@@ -85,7 +86,7 @@ class PromptLookupDrafter(Drafter):
 
     def draft(self, history: Sequence[int], n_max: int) -> list[int]:
         n_max = min(n_max, self.num_pred_tokens)
-        if n_max <= 0 or not history:
+        if n_max <= 0 or len(history) == 0:
             return []
         self._sync(history)
         known, index = self._tokens, self._index
@@ -224,7 +225,7 @@ class DraftModelDrafter(Drafter):
         if ctx is None:
             raise ValidationError("the draft model is closed", param="draft_model")
         n_max = min(n_max, ctx.n_ctx_seq - len(history))  # the draft context is full: no drafts
-        if n_max <= 0 or not history:
+        if n_max <= 0 or len(history) == 0:
             return []
         self._catch_up(history)
         out: list[int] = []
@@ -253,3 +254,46 @@ def as_drafter(draft_model, *, target_vocab=None, **draft_params) -> Drafter | N
     if callable(draft_model):
         return CallableDrafter(draft_model)
     raise ValidationError("draft_model must be a GGUF path, a Drafter or a LlamaDraftModel", param="draft_model")
+
+
+@dataclass(kw_only=True)
+class SpeculativeOptions:
+    """One engine request's speculation (llama-server's ``speculative.n_max``/``n_min``).
+
+    ``n_max``: drafts per step at most; ``n_min``: fewer drafts than this are not tried;
+    ``ngram_size``: the prompt-lookup n-gram (the engine drafts by prompt lookup only: a draft
+    model would need a context of its own for every sequence)."""
+
+    n_max: int = 16
+    n_min: int = 0
+    ngram_size: int = 2
+
+    def validate(self) -> None:
+        for name, low, high in (("n_max", 1, 64), ("n_min", 0, 64), ("ngram_size", 1, 64)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValidationError(f"speculative.{name} must be an integer in [{low}, {high}]",
+                                      param=f"speculative.{name}")
+        if self.n_min > self.n_max:
+            raise ValidationError("speculative.n_min must not exceed speculative.n_max", param="speculative.n_min")
+
+    @classmethod
+    def parse(cls, value) -> "SpeculativeOptions | None":
+        """None/False (off), True (defaults), a SpeculativeOptions, or a mapping with keys
+        ``n_max``/``n_min``/``ngram_size`` (also spelled ``speculative.n_max`` as llama-server)."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            value.validate()
+            return value
+        if not isinstance(value, Mapping):
+            raise ValidationError("speculative must be true, false or an object", param="speculative")
+        fields = {str(k).removeprefix("speculative."): v for k, v in value.items()}
+        unknown = set(fields) - {"n_max", "n_min", "ngram_size"}
+        if unknown:
+            raise ValidationError(f"unknown speculative option(s): {', '.join(sorted(unknown))}", param="speculative")
+        options = cls(**fields)
+        options.validate()
+        return options

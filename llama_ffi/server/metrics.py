@@ -25,6 +25,13 @@ _GAUGES = [
     ("llama_ffi_kv_cells_total", "gauge", "KV-cache cells", "kv_cells_total"),
     ("llama_ffi_prefix_cache_hit_rate", "gauge", "Share of prompt tokens found in the prefix cache",
      "prefix_cache_hit_rate"),
+    # speculative decoding (llama-server: llamacpp:spec_decode_num_*_total)
+    ("llama_ffi_spec_decode_num_drafts_total", "counter", "Speculative decoding verification steps",
+     "draft_steps"),
+    ("llama_ffi_spec_decode_num_draft_tokens_total", "counter", "Draft tokens checked by the model",
+     "draft_tokens"),
+    ("llama_ffi_spec_decode_num_accepted_tokens_total", "counter", "Draft tokens the model accepted",
+     "draft_accepted"),
 ]
 
 
@@ -58,7 +65,7 @@ def render(registry, http: HttpCounter | None) -> str:
     stats = {name: (entry, entry.engine.stats()) for name, entry in registry.entries.items()}
     for metric, kind, text, key in _GAUGES:
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
-        lines += [f'{metric}{{model="{_escape(n)}"}} {float(s[key] or 0):g}' for n, (_, s) in stats.items()]
+        lines += [f'{metric}{{model="{_escape(n)}"}} {float(s.get(key) or 0):g}' for n, (_, s) in stats.items()]
     lines += ["# HELP llama_ffi_kv_cache_usage_ratio KV-cache cells used / total",
               "# TYPE llama_ffi_kv_cache_usage_ratio gauge"]
     lines += [f'llama_ffi_kv_cache_usage_ratio{{model="{_escape(n)}"}} '
