@@ -6,9 +6,10 @@ sequence. Measured with 64 sequences (scripts/bench/engine_profile.py, docs/benc
 greedy in bulk beats a greedy chain per sequence in the graph (H200, SmolLM2: 5,934 vs 5,003
 t/s), because llama.cpp's in-graph chains cost graph ops and one copy per sequence, while
 the logits rows arrive in the one copy llama-batched-bench makes too. Top-k sampling in bulk
-does not pay on a GPU (2,818 vs 3,406 t/s with top-k in the graph; 1,044 vs 2,281 on the
-8B shape, whose noise logits leave thousands of tokens in the search window), so the engine
-bulk-samples greedy chains by default (``EngineConfig.batched_sampling``).
+only draws level with top-k in the graph once rows are scanned on a thread pool (H100: 4,779
+vs 4,398 t/s; 2,462 vs 2,554 on the 8B shape, whose noise logits leave thousands of tokens in
+the search window; one thread: 4,215 and 1,289), so the engine bulk-samples greedy chains by
+default (``EngineConfig.batched_sampling``).
 
 Semantics follow llama.cpp's samplers in its chain order (``SamplingParams.build_chain``):
 logit bias, top-k (the k largest), top-p (the shortest prefix whose probability reaches p,
