@@ -1,13 +1,21 @@
 """``TokenLoop``: the decode/sample hot loop for one sequence.
 
 ``Llama`` generates through here (the engine drives many sequences in
-``engine/scheduler.py``), so it is written for speed: C functions and pointers bound once, one reused single-token batch, sampling
-in C through the chain, and Python touching the logits only when the caller asks for
-them (a logits processor or logprobs), then as a zero-copy numpy view.
+``engine/scheduler.py``), so it is written for speed: C functions and pointers bound once,
+one reused single-token batch, sampling in C through the chain, and Python touching the
+logits only when the caller asks for them (a logits processor or logprobs), then as a
+zero-copy numpy view.
 
-``run_speculative`` is the same loop with a drafter: each step decodes the pending token and
-up to k drafted tokens in one batch, with logits on every row, and keeps the drafts the
-chain itself samples.
+``run_speculative`` is the same loop with a drafter. Each step decodes ``[pending, d1..dk]``
+in one batch with logits on all k+1 rows, then samples row ``i`` with the chain
+(``llama_sampler_sample(chain, ctx, i)``, which also accepts the token) and stops after the
+first row whose token is not ``d(i+1)``. Row ``i`` was computed after ``d1..di``, so a row
+is read only when every draft before it was what the chain sampled: each emitted token is
+drawn from exactly the distribution the plain loop would use, and the chain's state
+(grammar, penalties, RNG) advances only through emitted tokens. Drafts are point masses, so
+this is exact speculative sampling for any chain. Rejected rows leave the KV cache
+(``memory_seq_rm``). It needs host sampling: a chain attached to the graph cannot see the
+drafts.
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ from .context import Context, _raise_decode_status
 from .sampler import SamplerChain
 
 LogitsHook = Callable[[np.ndarray], None]
-PROBE_EVERY = 4  # speculation: plain steps before drafting again after the window fell to 0
 
 
 class TokenLoop:
@@ -114,62 +121,43 @@ class TokenLoop:
     def run_speculative(self, max_tokens: int, draft, history: list[int], *, n_max: int = 16,
                         stop_tokens: frozenset[int] = frozenset(), cancelled: Callable[[], bool] | None = None,
                         counters=None) -> Iterator[int]:
-        """``run`` with speculation: yields exactly the tokens ``run`` would (same budget, stop
-        tokens, context end), in fewer decodes when drafts are right.
+        """``run`` with speculation (see the module docstring): yields exactly the tokens
+        ``run`` would (same budget, stop tokens, context end), in fewer decodes when drafts
+        are right.
 
         ``draft(history, n)`` proposes up to ``n`` tokens to follow ``history`` (the tokens
         before the pending one, plus it; every yielded token is appended to ``history``).
-        Each step decodes ``[pending, d1..dk]`` with logits on all k+1 rows, then samples row
-        ``i`` with the chain (``llama_sampler_sample(chain, ctx, i)``, which also accepts the
-        token) and stops after the first row whose token is not ``d(i+1)``. Row ``i`` was
-        computed after ``d1..di``, so a row is only read when every draft before it was what
-        the chain sampled: each emitted token is drawn from exactly the distribution the
-        plain loop would use, and the chain's state (grammar, penalties, RNG) advances only
-        through emitted tokens. Drafts are point masses, so this is exact speculative
-        sampling for any chain. Rejected rows leave the KV cache (``memory_seq_rm``);
-        ``self.pos`` counts only positions holding emitted tokens. ``self.row`` is the
-        output row the last yielded token came from (logprobs read ``context.logits(row)``).
-        ``counters.drafted``/``counters.accepted`` grow by the drafts tried and kept.
-        Needs host sampling: a chain attached to the graph cannot see the drafts."""
+        ``self.pos`` counts only positions holding emitted tokens; ``self.row`` is the output
+        row the last yielded token came from (logprobs read ``context.logits(row)``);
+        ``counters.drafted``/``counters.accepted`` grow by the drafts tried and kept."""
         if self.backend_sampling:
             raise ValueError("speculation needs host-side sampling: build the loop without backend_sampling")
         ctx, n_ctx, seq = self.context, self.context.n_ctx_seq, self.seq_id
-        n_vocab = ctx.n_vocab
         batch = Batch(min(ctx.n_batch, n_max + 1))
+        window = _DraftWindow(batch.capacity - 1)
+        counters = counters if counters is not None else _Counts()
         kv_end = self.pos
-        # How many drafts to ask for: +2 after a step that kept them all, halved after a miss,
-        # and after falling to 0 tried again (1) every PROBE_EVERY steps. A rejected draft costs
-        # a batch row, nearly free on a GPU but not on a CPU: this keeps misses cheap there.
-        window, idle = batch.capacity - 1, 0
         try:
             self.row = -1
-            if max_tokens <= 0:
-                return
-            token = self.chain.sample(ctx, -1)
-            if token in stop_tokens:
+            token = self.chain.sample(ctx, -1) if max_tokens > 0 else None
+            if token is None or token in stop_tokens:
                 return
             emitted = 1
             history.append(token)
             yield token
             while self.pos < n_ctx and not (cancelled is not None and cancelled()):
                 # a step emits up to k+1 tokens: k drafts leave room for the one sampled after them
-                if window == 0:
-                    idle += 1
-                    if idle >= PROBE_EVERY:
-                        window, idle = 1, 0
-                room = min(max_tokens - emitted - 1, n_ctx - self.pos - 1, window)
-                drafts = _valid(draft(history, room), n_vocab)[:room] if room > 0 else []
+                room = min(max_tokens - emitted - 1, n_ctx - self.pos - 1, window.next())
+                drafts = _valid(draft(history, room), ctx.n_vocab)[:room] if room > 0 else []
                 start = self.pos
                 batch.clear()
                 batch.add([token, *drafts], start, seq, logits="all")
                 ctx.decode(batch)
-                kv_end = self.pos = start + 1
-                kv_end += len(drafts)
+                self.pos, kv_end = start + 1, start + 1 + len(drafts)
                 if emitted >= max_tokens:
                     return
-                if counters is not None:
-                    counters.drafted += len(drafts)
-                for i in range(len(drafts) + 1):
+                counters.drafted += len(drafts)
+                for i in range(len(drafts) + 1):  # row i was computed after drafts[:i]: all were kept
                     self.pos, self.row = start + i + 1, i
                     token = self.chain.sample(ctx, i)
                     if token in stop_tokens:
@@ -180,11 +168,9 @@ class TokenLoop:
                     if cancelled is not None and cancelled():
                         return
                     if i == len(drafts) or token != drafts[i]:
-                        if drafts:
-                            window = min(window + 2, batch.capacity - 1) if i == len(drafts) else window // 2
+                        window.update(len(drafts), kept_all=i == len(drafts))
                         break
-                    if counters is not None:
-                        counters.accepted += 1
+                    counters.accepted += 1
                 if kv_end > self.pos:
                     ctx.memory_seq_rm(seq, self.pos, -1)
                     kv_end = self.pos
@@ -210,3 +196,35 @@ def _valid(tokens, n_vocab: int) -> list[int]:
             break
         out.append(int(token))
     return out
+
+
+class _DraftWindow:
+    """How many drafts to ask for: +2 after a step that kept them all, halved after a miss,
+    and after falling to 0 tried again (with 1) every ``PROBE_EVERY`` steps. A rejected draft
+    costs a batch row, nearly free on a GPU but not on a CPU: this keeps misses cheap there."""
+
+    PROBE_EVERY = 4
+
+    __slots__ = ("size", "limit", "idle")
+
+    def __init__(self, limit: int) -> None:
+        self.size = self.limit = limit
+        self.idle = 0
+
+    def next(self) -> int:
+        if self.size == 0:
+            self.idle += 1
+            if self.idle >= self.PROBE_EVERY:
+                self.size, self.idle = 1, 0
+        return self.size
+
+    def update(self, n_drafted: int, *, kept_all: bool) -> None:
+        if n_drafted:
+            self.size = min(self.size + 2, self.limit) if kept_all else self.size // 2
+
+
+class _Counts:
+    __slots__ = ("drafted", "accepted")
+
+    def __init__(self) -> None:
+        self.drafted = self.accepted = 0
