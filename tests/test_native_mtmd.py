@@ -45,7 +45,7 @@ def mtmd_api():
     try:
         _mtmd_lib.load_mtmd()
     except Exception as exc:  # noqa: BLE001 - any reason it cannot load is a reason to skip
-        pytest.skip(f"libmtmd not available ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+        pytest.skip(f"libmtmd not available ({type(exc).__name__}: {' '.join(str(exc).split())[:400]}); "
                     "scripts/build_libllama.py builds it")
     from llama_ffi.native import mtmd
 
