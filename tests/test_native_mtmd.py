@@ -141,8 +141,9 @@ def test_rgb_arrays_encode_to_image_embeddings(mtmd, mtmd_api, script, model):
 
 
 # --- bad media and prompts ---------------------------------------------------------------------
-@pytest.mark.parametrize("data", [b"definitely not an image", png_bytes(16, 16)[:50], b"\x89PNG\r\n\x1a\n" + b"\0" * 40],
-                         ids=["garbage", "truncated-png", "png-magic-only"])
+@pytest.mark.parametrize("data", [b"definitely not an image", png_bytes(16, 16)[:50], b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
+                                  b"\xff\xd8\xff\xe0" + bytes(range(200))],
+                         ids=["garbage", "truncated-png", "png-magic-only", "jpeg-header-then-noise"])
 def test_undecodable_media_is_a_validation_error(mtmd, data):
     with pytest.raises(ValidationError, match="could not decode"):
         mtmd.bitmap_from_bytes(data)
@@ -177,6 +178,10 @@ def test_marker_and_bitmap_counts_must_match(mtmd):
 
 def test_audio_needs_an_audio_encoder(mtmd, mtmd_api):
     assert mtmd.supports_vision and not mtmd.supports_audio and mtmd.audio_sample_rate is None
+    wav = b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) \
+        + b"data" + struct.pack("<I", 0)
+    with pytest.raises(ValidationError, match="no audio encoder"):
+        mtmd.bitmap_from_bytes(wav)
     with mtmd_api.Bitmap.from_audio(np.zeros(1600, dtype=np.float32)) as clip:
         assert clip.is_audio and clip.nx == 1600
         with pytest.raises(ValidationError, match="audio encoder"):

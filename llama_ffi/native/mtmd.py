@@ -32,6 +32,21 @@ from .mmproj_guard import check_mmproj
 __all__ = ["Bitmap", "Chunk", "InputChunks", "MtmdContext", "eval_chunks"]
 
 CHUNK_TYPES = {0: "text", 1: "image", 2: "audio"}
+# Leading bytes of the formats libmtmd's helper decodes: stb_image's (TGA, which has no magic,
+# is left out), WebP (through ffmpeg) and miniaudio's WAV/MP3/FLAC as the helper detects them.
+IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP",
+               b"8BPS": "PSD", b"P5": "PNM", b"P6": "PNM", b"#?RADIANCE": "HDR", b"#?RGBE": "HDR",
+               b"\x53\x80\xf6\x34": "PIC"}
+KNOWN_FORMATS = "PNG, JPEG, GIF, BMP, PSD, PNM, HDR, PIC, WebP images; WAV, MP3, FLAC audio"
+
+
+def sniff_media(data: bytes) -> str | None:
+    """"image" or "audio" when ``data`` starts like a format libmtmd decodes, else None."""
+    if data[:4] == b"RIFF" and len(data) >= 12:
+        return {b"WAVE": "audio", b"WEBP": "image"}.get(data[8:12])
+    if len(data) >= 12 and (data[:3] == b"ID3" or data[:4] == b"fLaC" or (data[0] == 0xFF and data[1] & 0xE0 == 0xE0)):
+        return "audio"  # the helper's own test; JPEG's FF D8 does not match the MPEG sync bits
+    return "image" if any(data.startswith(magic) for magic in IMAGE_MAGIC) else None
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,14 @@ class MtmdContext(Handle):
         data = bytes(data)
         if not data:
             raise ValidationError("media bytes are empty", param="data")
+        kind = sniff_media(data)  # unknown bytes never reach the decoders (nor the ffprobe fallback)
+        if kind is None:
+            raise ValidationError(f"could not decode {len(data)} bytes (starting {data[:8].hex()}) as media: not one "
+                                  f"of the formats libmtmd reads ({KNOWN_FORMATS})", param="data")
+        if kind == "audio" and not self.supports_audio:
+            raise ValidationError("this looks like audio, but the projector has no audio encoder", param="data")
+        if kind == "image" and not self.supports_vision:
+            raise ValidationError("this looks like an image, but the projector has no vision encoder", param="data")
         lib, ffi = self._lib, self._ffi
         opt = lib.mtmd_helper_init_opt_default()
         wrapper = lib.mtmd_helper_bitmap_init_from_buf(self.ptr, data, len(data), False, opt)
@@ -114,9 +137,8 @@ class MtmdContext(Handle):
             lib.mtmd_helper_video_free(wrapper.video_ctx)
             raise ValidationError("video input is not supported here; pass images or audio", param="data")
         if wrapper.bitmap == ffi.NULL:
-            head = data[:8].hex()
-            raise ValidationError(f"could not decode {len(data)} bytes as an image or audio file (starts with "
-                                  f"{head}); truncated, corrupt, or an unsupported format", param="data")
+            raise ValidationError(f"could not decode {len(data)} bytes of {kind} data (starting {data[:8].hex()}): "
+                                  "truncated or corrupt", param="data")
         bitmap = Bitmap._own(wrapper.bitmap, lib, ffi)
         if bitmap.is_audio and not self.supports_audio:
             bitmap.close()
