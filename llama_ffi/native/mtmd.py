@@ -130,7 +130,14 @@ class MtmdContext(Handle):
             raise ValidationError("this looks like an image, but the projector has no vision encoder", param="data")
         lib, ffi = self._lib, self._ffi
         opt = lib.mtmd_helper_init_opt_default()
+        no_video = None
+        if data[8:12] != b"WEBP" and os.name == "posix":
+            # Where stb_image fails (a corrupt PNG/JPEG), the helper would try the bytes as a video
+            # through ffprobe; an ffmpeg folder that cannot hold one stops that before a process starts.
+            no_video = ffi.new("char[]", b"/dev/null")
+            opt.video_params.ffmpeg_bin_dir = no_video
         wrapper = lib.mtmd_helper_bitmap_init_from_buf(self.ptr, data, len(data), False, opt)
+        del no_video  # read during the call only
         if wrapper.video_ctx != ffi.NULL:  # a video: not supported through this call
             if wrapper.bitmap != ffi.NULL:
                 lib.mtmd_bitmap_free(wrapper.bitmap)
