@@ -7,11 +7,16 @@ Sources, in order of preference:
   (default)          the pinned tree inside the llama-cpp-python sdist, fetched from the
                      registry with pip and checked against its sha256
 
-Result: vendor/include (headers), vendor/lib (libllama, libggml*), vendor/bin (native
+Result: vendor/include (headers), vendor/lib (libllama, libggml*, libmtmd), vendor/bin (native
 tools when asked for), vendor/manifest.json (source hash, commit, flags, sha256 of each
 library), and vendor/llama.cpp -> the source tree. Builds live in a cache keyed by source
 and flags (~/.cache/llama_ffi, or $LLAMA_FFI_CACHE), so a repeated setup with the same
 inputs copies instead of rebuilding.
+
+libmtmd (llama.cpp's tools/mtmd: images and audio in, a plain C API over ggml and
+libllama) is built beside libllama unless --no-mtmd is given. Its CMake target is already
+configured by LLAMA_BUILD_TOOLS=ON below, so asking for it adds one target, not a flag:
+the build directory (and its cache key) stay the same.
 
 Variants: CPU (portable: x86-64-v3 baseline, never GGML_NATIVE: the builder's CPU is not
 the user's, and native AMX builds crash on the first decode on these machines), or CUDA
@@ -50,13 +55,14 @@ PINNED = {
     "llama_cpp_commit": "0c1e57098",
     "size": "76 MB",
 }
-LIB_GLOBS = ("libllama.so*", "libggml*.so*", "libllama.dylib", "libggml*.dylib")
+LIB_GLOBS = ("libllama.so*", "libggml*.so*", "libmtmd.so*", "libllama.dylib", "libggml*.dylib", "libmtmd.dylib")
+MTMD_HEADERS = ("tools/mtmd/mtmd.h", "tools/mtmd/mtmd-helper.h")
 TOOL_SETS = {
     "simple": ["llama-simple"],
     "bench": ["llama-bench", "llama-batched-bench", "llama-simple"],
     "all": ["llama-bench", "llama-batched-bench", "llama-simple", "llama-server", "llama-quantize"],
 }
-MANIFEST_LAYOUT = 2  # bump when what install() writes changes, so old vendor/ trees are redone
+MANIFEST_LAYOUT = 3  # bump when what install() writes changes, so old vendor/ trees are redone
 PORTABLE_X86 = ["-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON"]
 
 
@@ -132,7 +138,7 @@ def build(tree: Path, source_id: str, args) -> Path:
     flags = cmake_flags(args)
     key = hashlib.sha256(json.dumps([source_id, flags, str(tree)]).encode()).hexdigest()[:16]
     build_dir = CACHE / "build" / key
-    targets = ["llama", "ggml", "ggml-rpc"] + tool_list(args)
+    targets = ["llama", "ggml", "ggml-rpc"] + (["mtmd"] if args.mtmd else []) + tool_list(args)
     if args.cuda:
         targets.append("ggml-cuda")
     env = dict(os.environ)
@@ -186,10 +192,18 @@ def install(bin_dir: Path, tree: Path, manifest: dict, tools: list[str]) -> None
     for sub in ("include", "lib", "bin"):
         shutil.rmtree(VENDOR / sub, ignore_errors=True)
         (VENDOR / sub).mkdir(parents=True)
-    for header in [tree / "include" / "llama.h", *(tree / "ggml" / "include").glob("*.h")]:
+    # libmtmd (and its headers, which build_ffi.py keys on) only where it was asked for and built:
+    # a --no-mtmd run over a build directory that once made it must not ship a stale copy.
+    with_mtmd = manifest.get("mtmd", True) and any(bin_dir.glob("libmtmd.*"))
+    headers = [tree / "include" / "llama.h", *(tree / "ggml" / "include").glob("*.h")]
+    if with_mtmd:
+        headers += [tree / h for h in MTMD_HEADERS]
+    for header in headers:
         shutil.copy2(header, VENDOR / "include")
     libs = {}
     for pattern in LIB_GLOBS:
+        if pattern.startswith("libmtmd") and not with_mtmd:
+            continue
         for lib in sorted(bin_dir.glob(pattern)):
             dest = VENDOR / "lib" / lib.name
             if lib.is_symlink():
@@ -242,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tools", default="", help="native tools too: simple, bench, all, or a comma list")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     p.add_argument("--cmake-arg", action="append", help="extra -D flag passed to cmake")
+    p.add_argument("--no-mtmd", dest="mtmd", action="store_false",
+                   help="skip libmtmd (image/audio input); text-only builds save its compile time")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
 
@@ -261,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         tree, source = fetch_pinned_source()
         commit = source["llama_cpp_commit"]
     manifest = {"layout": MANIFEST_LAYOUT, "source": source, "llama_cpp_commit": commit, "flags": cmake_flags(args),
-                "cuda": bool(args.cuda), "machine": platform.machine()}
+                "cuda": bool(args.cuda), "machine": platform.machine(), "mtmd": bool(args.mtmd)}
     if up_to_date(manifest, tools):
         log("vendor/ is up to date with these inputs; nothing to do")
         return 0

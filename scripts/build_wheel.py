@@ -142,6 +142,10 @@ def plan(lib_dir: Path, cuda: bool) -> tuple[dict[str, Path], set[str], list[str
         for needed in info["NEEDED"]:
             if needed in libs or needed in SYSTEM_LIBS or needed in DRIVER_LIBS:
                 continue
+            if needed.startswith("libllama.so") and "libllama.so" in libs:
+                # libmtmd's NEEDED libllama.so.0: the loader opens libllama (SONAME libllama.so.0)
+                # first, and the dynamic linker matches the NEEDED entry to that loaded copy
+                continue
             if needed in GRAFTED_LIBS:
                 libs[needed] = resolve_system_lib(needed, path)
                 continue
