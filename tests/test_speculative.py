@@ -403,3 +403,31 @@ def test_metrics_expose_the_speculation_counters(engine):
                         ("llama_ffi_spec_decode_num_draft_tokens_total", "draft_tokens"),
                         ("llama_ffi_spec_decode_num_accepted_tokens_total", "draft_accepted")):
         assert f'{metric}{{model="smol"}} {float(stats[key]):g}\n' in text
+
+
+def test_engine_speculating_grammar_requests_survive_a_full_cache(model, caplog):
+    """As tests/test_engine.py's preemption test, with speculation: drafts inside a grammar, a
+    cache that overflows with drafts in the batch (a finished request's cached cells are
+    evicted, or the newest request is preempted and resumes drafting from its history)."""
+    import asyncio
+    import re
+
+    from llama_ffi.engine import Engine
+    from llama_ffi.generation import SamplingParams
+
+    grammar = LlamaGrammar.from_string('root ::= "x" [0-9 ]+')
+    prompts = [f"Write digits, take {i}:" for i in range(3)]
+    with Engine(model, n_ctx=512, n_seq_max=4, n_batch=256, n_threads=2) as small:
+        async def crowd():
+            return await asyncio.gather(*[small.complete(p, sampling=SamplingParams(temperature=0), max_tokens=170,
+                                                         grammar=grammar, speculative=True) for p in prompts])
+
+        results = asyncio.run(crowd())
+        stats = small.stats()
+        _kv_matches_slots(small)
+    assert any("failed to find a memory slot" in r.getMessage() for r in caplog.records), \
+        "the test needs the cache to overflow"
+    assert stats["draft_accepted"] > 0
+    assert all(r.finish_reason == "length" and len(r.tokens) == 170 for r in results)
+    for r in results:
+        assert re.fullmatch(r"x[0-9 ]+", r.text), r.text
