@@ -431,3 +431,32 @@ def test_engine_speculating_grammar_requests_survive_a_full_cache(model, caplog)
     assert all(r.finish_reason == "length" and len(r.tokens) == 170 for r in results)
     for r in results:
         assert re.fullmatch(r"x[0-9 ]+", r.text), r.text
+
+
+def test_a_failing_drafter_fails_the_call_and_leaves_the_llama_usable(llama, model_path):
+    class Flaky(Drafter):
+        n_max = 4
+        calls = 0
+
+        def draft(self, history, n_max):
+            Flaky.calls += 1
+            if Flaky.calls == 3:
+                raise RuntimeError("drafter broke")
+            return list(history[-2:])
+
+    class Strings(LlamaDraftModel):
+        def __call__(self, input_ids, /, **kwargs):
+            return np.array(["a", "b"])
+
+    with _open(model_path, draft_model=Flaky()) as llm:
+        with pytest.raises(RuntimeError, match="drafter broke"):
+            llm(LIST, max_tokens=20, **GREEDY)
+        cache = llm._session.cache
+        assert llm.context.memory_seq_pos_range(0) == (0, len(cache) - 1)
+        again = llm(LIST, max_tokens=12, logprobs=2, **GREEDY)  # the drafter works again from call 4 on
+        assert llm.stats.last_reused > 0
+        assert_same_greedy(llama(LIST, max_tokens=12, logprobs=2, **GREEDY), again)
+    with _open(model_path, draft_model=Strings()) as llm:
+        with pytest.raises(ValidationError, match="integer token ids"):
+            llm(LIST, max_tokens=8, **GREEDY)
+        assert llm("Hello", max_tokens=1, **GREEDY)["usage"]["completion_tokens"] == 1  # no step drafts

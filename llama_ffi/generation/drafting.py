@@ -126,7 +126,13 @@ class CallableDrafter(Drafter):
         if n_max <= 0:
             return []
         out = self.model(np.asarray(history, dtype=np.intc))
-        return [int(t) for t in np.asarray(out).reshape(-1)[:n_max]]
+        if out is None:
+            return []
+        ids = np.asarray(out).reshape(-1)[:n_max]
+        if ids.size and ids.dtype.kind not in "iu":
+            raise ValidationError(f"a draft model must return integer token ids, not {ids.dtype}",
+                                  param="draft_model")
+        return ids.tolist()  # ids outside the vocabulary end the draft (the driver checks them)
 
 
 def check_same_vocab(target_vocab, draft_vocab, *, what: str = "draft model") -> None:
