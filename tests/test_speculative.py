@@ -460,3 +460,18 @@ def test_a_failing_drafter_fails_the_call_and_leaves_the_llama_usable(llama, mod
         with pytest.raises(ValidationError, match="integer token ids"):
             llm(LIST, max_tokens=8, **GREEDY)
         assert llm("Hello", max_tokens=1, **GREEDY)["usage"]["completion_tokens"] == 1  # no step drafts
+
+
+def test_speculative_options_from_a_llama_server_body():
+    from llama_ffi.generation.drafting import SpeculativeOptions
+
+    assert SpeculativeOptions.from_body({"prompt": "x"}) is None
+    assert SpeculativeOptions.from_body({"speculative": False, "speculative.n_max": 4}) is None
+    assert SpeculativeOptions.from_body({"speculative": True}) == SpeculativeOptions()
+    assert SpeculativeOptions.from_body({"speculative.n_max": 4, "speculative.n_min": 2}) == \
+        SpeculativeOptions(n_max=4, n_min=2)
+    assert SpeculativeOptions.from_body({"speculative": {"n_max": 8}, "speculative.n_min": 1}) == \
+        SpeculativeOptions(n_max=8, n_min=1)
+    for bad in ({"speculative": "on"}, {"speculative.n_max": 0}, {"speculative.p_max": 1}):
+        with pytest.raises(ValidationError):
+            SpeculativeOptions.from_body(bad)

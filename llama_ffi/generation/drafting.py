@@ -303,3 +303,17 @@ class SpeculativeOptions:
         options = cls(**fields)
         options.validate()
         return options
+
+    @classmethod
+    def from_body(cls, body: Mapping) -> "SpeculativeOptions | None":
+        """From a llama-server request body: ``"speculative": true|{...}`` and/or flat
+        ``"speculative.n_max"``-style keys (any of those turns speculation on)."""
+        flat = {k: v for k, v in body.items() if isinstance(k, str) and k.startswith("speculative.")}
+        base = body.get("speculative")
+        if base is False or (base is None and not flat):
+            return None
+        if isinstance(base, Mapping):
+            flat = {**base, **flat}
+        elif base not in (None, True):
+            raise ValidationError("speculative must be true, false or an object", param="speculative")
+        return cls.parse(flat or True)
