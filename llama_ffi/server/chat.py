@@ -23,7 +23,7 @@ from ..chat.pipeline import (
 from ..errors import GrammarError, ValidationError
 from ..generation.output import chat_logprobs
 from ..generation.results import usage
-from .generation import Choice, Jobs, grammar_of, sampling_params, stop_list
+from .generation import Choice, Jobs, grammar_of, sampling_params, speculative_of, stop_list, timings_of
 from .schemas import ChatRequest
 
 _CHAT_FIELDS = ("tools", "tool_choice", "functions", "function_call", "response_format", "enable_thinking",
@@ -71,8 +71,9 @@ def submit(body: ChatRequest, entry, prefill: str = "") -> tuple[Jobs, Any]:
     max_tokens = (body.max_completion_tokens or body.max_tokens or entry.settings.max_tokens_default
                   or entry.engine.context.n_ctx_seq)
     logprobs = top_logprobs(body.top_logprobs) if body.logprobs else None
-    specs = [(tokens, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens,
-                       "stop": stops, "grammar": grammar, "logprobs": logprobs}) for j in range(body.n)]
+    speculative = speculative_of(body, entry.settings)
+    specs = [(tokens, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens, "stop": stops,
+                       "grammar": grammar, "logprobs": logprobs, "speculative": speculative}) for j in range(body.n)]
     return Jobs(entry).submit(specs), request
 
 
@@ -102,7 +103,7 @@ def response(body: ChatRequest, entry, jobs: Jobs, request, choices: list[Choice
                     "finish_reason": finish})
     generated = sum(len(c.tokens) for c in choices)
     return {"id": shape.id, "object": "chat.completion", "created": shape.created, "model": shape.model,
-            "choices": out, "usage": usage(jobs.prompt_tokens(body.n), generated)}
+            "choices": out, "usage": usage(jobs.prompt_tokens(body.n), generated), **timings_of(jobs)}
 
 
 async def stream(body: ChatRequest, entry, jobs: Jobs, request) -> AsyncIterator[dict]:
@@ -123,7 +124,7 @@ async def stream(body: ChatRequest, entry, jobs: Jobs, request) -> AsyncIterator
         if final:
             finish = pipelines[index].finish_reason(event.finish_reason)
             leftover = shape.logprobs(pending[index]) if pending[index] else None
-            yield shape.chunk(index, {}, finish, logprobs=leftover)
+            yield shape.chunk(index, {}, finish, logprobs=leftover) | (timings_of(jobs) if not jobs.open else {})
     if body.stream_options is not None and body.stream_options.include_usage:
         yield {"id": shape.id, "object": "chat.completion.chunk", "created": shape.created, "model": shape.model,
                "choices": [], "usage": usage(jobs.prompt_tokens(body.n), generated)}

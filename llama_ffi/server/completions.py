@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from ..errors import ValidationError
 from ..generation.output import completion_logprobs
 from ..generation.results import usage
-from .generation import Choice, Jobs, grammar_of, sampling_params, stop_list
+from .generation import Choice, Jobs, grammar_of, sampling_params, speculative_of, stop_list, timings_of
 from .schemas import CompletionRequest
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
@@ -44,8 +44,9 @@ def submit(body: CompletionRequest, entry) -> tuple[Jobs, list]:
     grammar = grammar_of(body)
     max_tokens = body.max_tokens or DEFAULT_MAX_TOKENS
     stops = stop_list(body.stop)
+    speculative = speculative_of(body, entry.settings)
     specs = [(prompt, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens,
-                       "stop": stops, "grammar": grammar, "logprobs": body.logprobs})
+                       "stop": stops, "grammar": grammar, "logprobs": body.logprobs, "speculative": speculative})
              for prompt in prompts for j in range(body.n)]
     return Jobs(entry).submit(specs), prompts
 
@@ -83,7 +84,7 @@ def response(body, entry, jobs: Jobs, prompts, choices: list[Choice]) -> dict:
         out.append({"text": head + c.text, "index": index, "logprobs": shape.logprobs(c.logprobs, len(head)),
                     "finish_reason": c.finish_reason})
     generated = sum(len(c.tokens) for c in choices)
-    return shape.obj(out, usage=usage(jobs.prompt_tokens(body.n), generated))
+    return shape.obj(out, usage=usage(jobs.prompt_tokens(body.n), generated), **timings_of(jobs))
 
 
 async def stream(body, entry, jobs: Jobs, prompts) -> AsyncIterator[dict]:
@@ -102,6 +103,6 @@ async def stream(body, entry, jobs: Jobs, prompts) -> AsyncIterator[dict]:
         logprobs = shape.logprobs(event.logprobs or [], offsets[index])
         offsets[index] += len(event.text)
         yield shape.obj([{"text": event.text, "index": index, "logprobs": logprobs,
-                          "finish_reason": event.finish_reason}])
+                          "finish_reason": event.finish_reason}], **(timings_of(jobs) if not jobs.open else {}))
     if body.stream_options is not None and body.stream_options.include_usage:
         yield shape.obj([], usage=usage(jobs.prompt_tokens(body.n), generated))

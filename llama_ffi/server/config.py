@@ -4,7 +4,8 @@ A config file holds server keys (``host``, ``port``, ``api_key``, ``cors``...) a
 ``models`` list; each model entry takes llama-cpp-python's keys (``model``,
 ``model_alias``, ``n_ctx``, ``n_gpu_layers``, ``n_threads``, ``n_batch``, ``n_ubatch``,
 ``flash_attn``, ``chat_format``, ``pooling_type``...) plus the engine's own
-(``n_parallel``: concurrent sequences, ``max_queued_requests``). Keys llama-cpp-python
+(``n_parallel``: concurrent sequences, ``max_queued_requests``; speculative decoding:
+``spec_default``, ``draft_max``, ``draft_min``, ``spec_max_running``). Keys llama-cpp-python
 knows that have no meaning here (``verbose``, ``use_mmap``...) are accepted and logged.
 """
 
@@ -59,6 +60,13 @@ class ModelSettings:
     # LoRA adapters loaded with the model (llama-server's --lora): paths, or {"path", "scale"}
     # objects; each starts at its scale (default 1.0) and GET/POST /lora-adapters reads/sets them.
     lora: list = field(default_factory=list)
+    # Speculative decoding by prompt lookup (llama-server's --spec-default, --draft-max, --draft-min):
+    # on for every request unless it sends "speculative": false, or only for requests that ask;
+    # the draft window of a request that gives none; at most this many running requests speculate.
+    spec_default: bool = False
+    draft_max: int = 16
+    draft_min: int = 0
+    spec_max_running: int = 4
 
     @property
     def name(self) -> str:
@@ -90,6 +98,24 @@ class ModelSettings:
         if not Path(self.model).is_file():
             raise ValidationError(f"{where}: model file not found: {self.model}", param="model")
         self.lora = self.lora_entries(where)
+        self.speculative_options(where)
+
+    def speculative_options(self, where: str = "model"):
+        """The checked ``SpeculativeOptions`` of a request that speculates without a window of its own."""
+        from ..generation.drafting import SpeculativeOptions
+
+        if not isinstance(self.spec_default, bool):
+            raise ValidationError(f"{where}: spec_default must be true or false", param="spec_default")
+        if isinstance(self.spec_max_running, bool) or not isinstance(self.spec_max_running, int) \
+                or self.spec_max_running < 0:
+            raise ValidationError(f"{where}: spec_max_running must be an integer >= 0", param="spec_max_running")
+        options = SpeculativeOptions(n_max=self.draft_max, n_min=self.draft_min)
+        try:
+            options.validate()
+        except ValidationError as exc:
+            message = str(exc).replace("speculative.n_", "draft_")  # the settings' names, not the request's
+            raise ValidationError(f"{where}: {message}", param=exc.param.replace("speculative.n_", "draft_")) from None
+        return options
 
     def lora_entries(self, where: str = "model") -> list[dict]:
         """``lora`` as checked ``{"path", "scale"}`` objects."""
@@ -104,7 +130,8 @@ class ModelSettings:
                             n_ubatch=self.n_ubatch, n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn,
                             kv_unified=bool(self.kv_unified),
                             n_threads=self.n_threads, max_queued_requests=self.max_queued_requests,
-                            max_tokens_default=self.max_tokens_default or self.n_ctx)
+                            max_tokens_default=self.max_tokens_default or self.n_ctx,
+                            spec_max_running=self.spec_max_running)
 
 
 @dataclass(kw_only=True)
@@ -193,6 +220,16 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=None, help=f"largest request body (default {DEFAULT_MAX_BODY})")
     p.add_argument("--lora", action="append", default=None, metavar="PATH",
                    help="a LoRA adapter for --model, applied at scale 1 (repeat for several; see /lora-adapters)")
+    p.add_argument("--spec-default", action="store_true", default=None,
+                   help="speculative decoding (prompt lookup) for every request that does not send "
+                        "\"speculative\": false (default: only for requests that ask)")
+    p.add_argument("--draft-max", "--draft-n", "--draft", dest="draft_max", type=int, default=None,
+                   help="draft tokens per step at most, unless a request sets speculative.n_max (default 16)")
+    p.add_argument("--draft-min", "--draft-n-min", dest="draft_min", type=int, default=None,
+                   help="fewer draft tokens than this are not tried, unless a request sets speculative.n_min "
+                        "(default 0)")
+    p.add_argument("--spec-max-running", type=int, default=None,
+                   help="speculate only while at most this many requests run (default 4; 0: never)")
     p.add_argument("--slot-save-path", default=None,
                    help="folder where POST /slots/{id}?action=save|restore keeps slot files (default: off)")
     p.add_argument("--shutdown-timeout", type=float, default=None, help="seconds to let requests end on shutdown")
@@ -207,7 +244,10 @@ def parse_args(argv: list[str] | None, prog: str = "llama-ffi serve") -> ServerS
     cli_model = {k: v for k, v in {"n_ctx": args.n_ctx, "n_parallel": args.parallel, "n_gpu_layers": args.n_gpu_layers,
                                     "n_threads": args.threads, "chat_format": args.chat_format,
                                     "max_queued_requests": args.max_queued_requests,
-                                    "kv_unified": args.kv_unified, "lora": args.lora}.items() if v is not None}
+                                    "kv_unified": args.kv_unified, "lora": args.lora,
+                                    "spec_default": args.spec_default, "draft_max": args.draft_max,
+                                    "draft_min": args.draft_min,
+                                    "spec_max_running": args.spec_max_running}.items() if v is not None}
     if args.model:
         models.insert(0, ModelSettings.from_dict({"model": args.model, "model_alias": args.model_alias, **cli_model},
                                                  "--model"))

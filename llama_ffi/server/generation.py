@@ -52,6 +52,25 @@ def grammar_of(body):
         raise
 
 
+def speculative_of(body, settings):
+    """The request's ``SpeculativeOptions``, or None: its ``speculative``/``speculative.n_*``
+    fields over the model's defaults (``spec_default``, ``draft_max``, ``draft_min``)."""
+    from ..generation.drafting import SpeculativeOptions
+
+    asked = body.speculative
+    fields = asked.model_dump(exclude_none=True) if not isinstance(asked, (bool, type(None))) else {}
+    for name in ("n_max", "n_min"):
+        value = getattr(body, f"speculative_{name}")
+        if value is not None:
+            fields[name] = value
+    if asked is False or not (asked or fields or (asked is None and settings.spec_default)):
+        return None
+    defaults = settings.speculative_options()
+    n_max = fields.setdefault("n_max", defaults.n_max)
+    fields.setdefault("n_min", min(defaults.n_min, n_max))  # as llama-server: the window's floor fits its top
+    return SpeculativeOptions.parse(fields)
+
+
 def stop_list(stop) -> list[str]:
     items = [stop] if isinstance(stop, str) else list(stop or ())
     return [s for s in items if s]
@@ -129,6 +148,15 @@ class Jobs:
                 choice.finish_reason = event.finish_reason
         return choices
 
+    def timings(self) -> dict | None:
+        """llama-server's ``timings`` counts, summed over the choices; None when none speculated."""
+        if all(r.speculative is None for r in self.requests):
+            return None
+        return {"prompt_n": sum(r.n_prompt - r.n_cached for r in self.requests),
+                "predicted_n": sum(r.n_generated for r in self.requests),
+                "draft_n": sum(r.n_drafted for r in self.requests),
+                "draft_n_accepted": sum(r.n_draft_accepted for r in self.requests)}
+
     def prompt_tokens(self, per_prompt: int = 1) -> int:
         """Prompt tokens of the distinct prompts (each sent ``per_prompt`` times, for ``n``)."""
         return sum(r.n_prompt for r in self.requests[::per_prompt])
@@ -144,6 +172,12 @@ def _check(event) -> None:
         raise GenerationError(f"generation failed: {event.error}")
     if event.finish_reason == "cancelled":
         raise ClosedError("the request was cancelled: the server is shutting down")
+
+
+def timings_of(jobs: Jobs) -> dict:
+    """``{"timings": ...}`` where speculation ran (an extra top-level key, as llama-server's), else {}."""
+    timings = jobs.timings()
+    return {"timings": timings} if timings is not None else {}
 
 
 class ClientGone(Exception):

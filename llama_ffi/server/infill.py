@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ValidationError
-from .generation import Choice, Jobs, grammar_of, sampling_params, stop_list
+from .generation import Choice, Jobs, grammar_of, sampling_params, speculative_of, stop_list
 from .schemas import _Sampling
 
 __all__ = ["InfillRequest", "fim_prompt", "response", "stream", "submit"]
@@ -84,6 +84,7 @@ def fim_prompt(vocab, prefix: str, suffix: str, extra: list[tuple[str, str]], pr
 
 def submit(body: InfillRequest, entry) -> tuple[Jobs, list[int]]:
     context = entry.engine.context
+    speculative = speculative_of(body, entry.settings)  # its 400s before the model's FIM tokens are looked up
     max_tokens = body.max_tokens if body.max_tokens is not None else body.n_predict
     if max_tokens is not None and max_tokens <= 0:
         max_tokens = None  # llama-server's -1 (and 0): as long as the context allows
@@ -91,7 +92,8 @@ def submit(body: InfillRequest, entry) -> tuple[Jobs, list[int]]:
                         [(c.filename, c.text) for c in body.input_extra], body.prompt,
                         n_batch=context.n_batch, n_ctx=context.n_ctx_seq, n_predict=max(0, max_tokens or 0))
     spec = {"sampling": sampling_params(body, entry.vocab, 0), "max_tokens": max_tokens,
-            "stop": stop_list(body.stop), "grammar": grammar_of(body)}
+            "stop": stop_list(body.stop), "grammar": grammar_of(body),
+            "speculative": speculative}
     return Jobs(entry).submit([(tokens, spec)]), tokens
 
 
@@ -102,7 +104,7 @@ def _summary(body: InfillRequest, entry, jobs: Jobs, prompt: list[int], n_genera
             "prompt": entry.vocab.detokenize(prompt, unparse_special=True).decode("utf-8", "replace"),
             "tokens_predicted": n_generated, "tokens_evaluated": request.n_prompt, "tokens_cached": request.n_cached,
             "stop_type": "limit" if reason == "length" else "eos", "finish_reason": reason, "truncated": False,
-            "timings": {"total_ms": round((time.perf_counter() - started) * 1000, 3)}}
+            "timings": {"total_ms": round((time.perf_counter() - started) * 1000, 3), **(jobs.timings() or {})}}
 
 
 def response(body: InfillRequest, entry, jobs: Jobs, prompt: list[int], choices: list[Choice],

@@ -7,12 +7,14 @@ OpenAI's fields, llama.cpp's sampling extensions are accepted (``top_k``, ``min_
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WrapValidator
+from pydantic_core import PydanticCustomError
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
 MAX_N = 16
+SPEC_MAX = 64  # as SpeculativeOptions' bounds
 
 Stop = str | list[str] | None
 
@@ -20,6 +22,28 @@ Stop = str | list[str] | None
 class StreamOptions(BaseModel):
     model_config = _STRICT
     include_usage: bool = False
+
+
+class SpeculativeRequest(BaseModel):
+    """``"speculative": {...}``: the draft window (n_max, n_min) and the prompt-lookup n-gram."""
+
+    model_config = _STRICT
+    n_max: int | None = Field(None, ge=1, le=SPEC_MAX)
+    n_min: int | None = Field(None, ge=0, le=SPEC_MAX)
+    ngram_size: int | None = Field(None, ge=1, le=SPEC_MAX)
+
+
+def _bool_or_options(value, handler):
+    """true/false as they are; anything else must be the object (errors name its fields, not a union branch)."""
+    if isinstance(value, bool):
+        return value
+    if value is not None and not isinstance(value, (dict, SpeculativeRequest)):
+        raise PydanticCustomError("speculative_type", "must be true, false or an object (n_max, n_min, ngram_size)")
+    return handler(value)
+
+
+Speculative = Annotated[SpeculativeRequest | None,  # or a bool
+                        WrapValidator(_bool_or_options, json_schema_input_type=bool | SpeculativeRequest | None)]
 
 
 class _Sampling(BaseModel):
@@ -49,6 +73,11 @@ class _Sampling(BaseModel):
     mirostat_tau: float | None = Field(None, ge=0, le=100)
     mirostat_eta: float | None = Field(None, ge=0, le=1)
     grammar: str | None = None
+    # llama-server's speculative decoding (prompt lookup here; see generation.drafting.SpeculativeOptions):
+    # ``"speculative": true|false|{...}`` and the flat ``"speculative.n_max"``/``"speculative.n_min"`` keys
+    speculative: Speculative = None
+    speculative_n_max: int | None = Field(None, alias="speculative.n_max", ge=1, le=SPEC_MAX)
+    speculative_n_min: int | None = Field(None, alias="speculative.n_min", ge=0, le=SPEC_MAX)
 
 
 class CompletionRequest(_Sampling):
