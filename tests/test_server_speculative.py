@@ -259,3 +259,30 @@ def test_config_file_keys(model_path, tmp_path):
     config.write_text(json.dumps({"models": [{"model": str(model_path), "spec_default": "yes"}]}))
     with pytest.raises(ValidationError, match="spec_default"):
         parse_args(["--config-file", str(config)])
+
+
+def test_infill_speculates_and_reports_timings(model_path):
+    """/infill (llama-server's) takes the same fields; its ``timings`` gain the draft counts."""
+    from llama_ffi.engine import Engine
+    from llama_ffi.native import Model, ModelParams
+    from llama_ffi.server.config import ModelSettings, ServerSettings
+    from llama_ffi.server.registry import Registry
+
+    # SmolLM2 has no FIM tokens: <issue_start>, <issue_comment>, <issue_closed> and <file_sep> stand in
+    fim = {"tokenizer.ggml.fim_pre_token_id": 8, "tokenizer.ggml.fim_suf_token_id": 9,
+           "tokenizer.ggml.fim_mid_token_id": 10, "tokenizer.ggml.fim_sep_token_id": 5}
+    model = Model(str(model_path), ModelParams(n_gpu_layers=0, kv_overrides=fim))
+    settings = ServerSettings(models=[ModelSettings(model=str(model_path), model_alias="fim", n_ctx=1024,
+                                                    n_parallel=1, n_gpu_layers=0)])
+    registry = Registry.load(settings.models, engine_factory=lambda path, config: Engine(model, config))
+    body = {"input_prefix": LIST, "input_suffix": "\n", "max_tokens": 24, "temperature": 0}
+    try:
+        with running_server(settings, registry) as (url, _):
+            plain = post(url, "/infill", body).json()
+            spec = post(url, "/infill", {**body, "speculative": {"n_max": 8}}).json()
+    finally:
+        model.close()
+    assert set(plain["timings"]) == {"total_ms"}
+    timings = spec["timings"]
+    assert timings["predicted_n"] == spec["tokens_predicted"] and timings["total_ms"] > 0
+    assert timings["draft_n"] >= timings["draft_n_accepted"] >= 0
