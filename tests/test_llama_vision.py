@@ -149,6 +149,24 @@ def test_stream_yields_chunks_that_add_up_to_the_answer(vlm):
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == whole
 
 
+def test_grammar_logprobs_and_seeded_sampling_work_with_an_image(vlm):
+    import json
+
+    messages = image_chat(data_uri(png_bytes(16, 16, seed=4)), text="Answer in JSON.")
+    out = vlm.create_chat_completion(messages, max_tokens=24, temperature=0.8, seed=7, logprobs=True, top_logprobs=2,
+                                     response_format={"type": "json_object"})
+    content = out["choices"][0]["message"]["content"]
+    if out["choices"][0]["finish_reason"] == "stop":
+        assert isinstance(json.loads(content), dict)
+    else:
+        assert content.lstrip().startswith("{")
+    entries = out["choices"][0]["logprobs"]["content"]
+    assert len(entries) == out["usage"]["completion_tokens"] and all(e["logprob"] <= 0 for e in entries)
+    again = vlm.create_chat_completion(messages, max_tokens=24, temperature=0.8, seed=7,
+                                       response_format={"type": "json_object"})
+    assert again["choices"][0]["message"]["content"] == content
+
+
 def test_a_text_chat_on_a_vision_llama_is_unchanged(vlm, llama):
     messages = [{"role": "user", "content": "Name a colour."}]
     assert greedy(vlm, messages, n=6) == greedy(llama, messages, n=6)
