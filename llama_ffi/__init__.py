@@ -64,6 +64,15 @@ _LAZY = {
     "Llama": "llama_ffi.llama",
     "LlamaCache": "llama_ffi.llama",
     "LlamaDraftModel": "llama_ffi.generation.drafting",  # llama_cpp.llama_speculative's names
+    "Llama3VisionAlphaChatHandler": "llama_ffi.llama.vision",  # llama_cpp.llama_chat_format's vision handlers
+    "Llava15ChatHandler": "llama_ffi.llama.vision",
+    "Llava16ChatHandler": "llama_ffi.llama.vision",
+    "MiniCPMv26ChatHandler": "llama_ffi.llama.vision",
+    "MoondreamChatHandler": "llama_ffi.llama.vision",
+    "MtmdChatHandler": "llama_ffi.llama.vision",
+    "NanoLlavaChatHandler": "llama_ffi.llama.vision",
+    "ObsidianChatHandler": "llama_ffi.llama.vision",
+    "Qwen25VLChatHandler": "llama_ffi.llama.vision",
     "LlamaGrammar": "llama_ffi.grammar",
     "LlamaPromptLookupDecoding": "llama_ffi.generation.drafting",
     "LlamaRAMCache": "llama_ffi.llama",

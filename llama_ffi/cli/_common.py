@@ -39,6 +39,45 @@ def model_options() -> argparse.ArgumentParser:
     return parent
 
 
+def media_options() -> argparse.ArgumentParser:
+    """--image and --mmproj: images in through a multimodal projector (run, chat)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("images")
+    group.add_argument("--mmproj", metavar="GGUF", help="the model's multimodal projector (needed for --image)")
+    group.add_argument("--image", action="append", default=[], metavar="PATH",
+                       help="an image (or WAV/MP3 audio clip) for the first message; repeatable")
+    return parent
+
+
+def media_parts(args: argparse.Namespace) -> list[dict]:
+    """OpenAI content parts for ``--image`` files (checked here, so a typo is a usage error)."""
+    from pathlib import Path
+
+    paths = getattr(args, "image", None) or []
+    if paths and not getattr(args, "mmproj", None):
+        raise UsageError("--image needs the model's projector: --mmproj PATH")
+    parts = []
+    for name in paths:
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise UsageError(f"--image {name}: no such file")
+        if path.suffix.lower() in (".wav", ".mp3", ".flac"):
+            import base64
+
+            parts.append({"type": "input_audio", "input_audio": {"data": base64.b64encode(path.read_bytes()).decode(),
+                                                                  "format": path.suffix.lower()[1:]}})
+        else:
+            parts.append({"type": "image_url", "image_url": {"url": str(path)}})
+    return parts
+
+
+def user_message(text: str, media: list[dict]) -> dict:
+    """A user message: plain text, or text followed by the media parts."""
+    if not media:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [{"type": "text", "text": text}, *media]}
+
+
 def sampling_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("sampling")
@@ -61,6 +100,8 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["n_threads"] = args.threads
     if args.n_gpu_layers is not None:
         kwargs["n_gpu_layers"] = args.n_gpu_layers
+    if getattr(args, "mmproj", None):
+        kwargs["mmproj"] = args.mmproj
     device = (args.device or "").lower()
     if device == "cpu":
         kwargs["n_gpu_layers"] = 0

@@ -7,19 +7,23 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from ._common import Formatter, model_kwargs, model_options, sampling_options
+from ._common import (Formatter, media_options, media_parts, model_kwargs, model_options, sampling_options,
+                      user_message)
 
 RUN_EXAMPLES = """\
 examples:
   llama-ffi run "Why is the sky blue?"
   llama-ffi run "Summarise: ..." --system "Answer in one sentence." --temp 0 --max-tokens 64
   llama-ffi run "Hello" -m ~/models/Qwen3-8B-Q4_K_M.gguf --device gpu
+  llama-ffi run "What is in this picture?" -m gemma-3-4b-it-Q4_K_M.gguf --mmproj mmproj-gemma-3-4b-it-f16.gguf \
+      --image photo.jpg
 """
 
 CHAT_EXAMPLES = """\
 examples:
   llama-ffi chat --system "You are terse."
   printf 'Hi\\nWhat did I just say?\\n' | llama-ffi chat --temp 0    (one answer per input line)
+  llama-ffi chat -m model.gguf --mmproj mmproj.gguf --image photo.png    (the image goes with the first message)
 
 type /exit or /quit (or end the input) to leave.
 """
@@ -32,7 +36,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    both = [model_options(), sampling_options()]
+    both = [model_options(), sampling_options(), media_options()]
     run = sub.add_parser("run", parents=both, formatter_class=Formatter, epilog=RUN_EXAMPLES,
                          help="stream one answer to PROMPT", description="Stream one answer to PROMPT, formatted "
                          "with the model's chat template.")
@@ -67,15 +71,17 @@ def _answer(llm, messages: list[dict], args: argparse.Namespace, out: TextIO) ->
 def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     from ..llama import Llama
 
+    media = media_parts(args)
     with Llama(**model_kwargs(args)) as llm:
         messages = [{"role": "system", "content": args.system}] if args.system else []
-        _answer(llm, messages + [{"role": "user", "content": args.prompt}], args, out)
+        _answer(llm, messages + [user_message(args.prompt, media)], args, out)
     return 0
 
 
 def _chat(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     from ..llama import Llama
 
+    media = media_parts(args)
     with Llama(**model_kwargs(args)) as llm:
         history = [{"role": "system", "content": args.system}] if args.system else []
         interactive = stdin.isatty()
@@ -88,7 +94,8 @@ def _chat(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
                 return 0
             if not line.strip():
                 continue
-            history.append({"role": "user", "content": line.rstrip("\n")})
+            history.append(user_message(line.rstrip("\n"), media))
+            media = []  # the images go with the first message only
             history.append({"role": "assistant", "content": _answer(llm, history, args, out)})
 
 

@@ -13,6 +13,8 @@ one module per concern, each written against a ``Llama``:
   cache.py          prompt caches (``LlamaRAMCache``)
   hub.py            ``Llama.from_pretrained`` and downloads from the Hugging Face hub
   unified.py        ``UnifiedLLM``: typed chat results over a ``Llama``
+  vision.py         images and audio: the projector (``mmproj=``), prompts with media, and
+                    llama-cpp-python's vision chat handler names (``Llava15ChatHandler``...)
   default_model.py  the model ``Llama()`` loads when given no path
 
 May import ``errors``, ``native``, ``grammar``, ``generation``, ``chat`` and ``display``;

@@ -109,8 +109,14 @@ def from_pretrained(cls, repo_id: str, filename: str | None, *, additional_files
                     local_dir: str | os.PathLike | None = None, local_dir_use_symlinks: Any = "auto",
                     cache_dir: str | os.PathLike | None = None, revision: str | None = None,
                     endpoint: str | None = None, token: str | bool | None = None, **kwargs: Any):
-    """Download and load; ``kwargs`` go to ``Llama(...)``. ``local_dir_use_symlinks`` is
+    """Download and load; ``kwargs`` go to ``Llama(...)``. ``mmproj``: the projector's file
+    name (a glob) in the same repository, fetched too. ``local_dir_use_symlinks`` is
     accepted for llama-cpp-python compatibility (recent hub versions ignore it)."""
-    paths = download(repo_id, filename, additional_files=additional_files, local_dir=local_dir,
-                     cache_dir=cache_dir, revision=revision, endpoint=endpoint, token=token)
+    hub = {"local_dir": local_dir, "cache_dir": cache_dir, "revision": revision, "endpoint": endpoint, "token": token}
+    paths = download(repo_id, filename, additional_files=additional_files, **hub)
+    mmproj = kwargs.get("mmproj")
+    if mmproj is not None:
+        if not isinstance(mmproj, str):
+            raise ValidationError("mmproj must be a file name (or glob) in the repository", param="mmproj")
+        kwargs["mmproj"] = str(download(repo_id, mmproj, **hub)[0])
     return cls(model_path=str(paths[0]), **kwargs)

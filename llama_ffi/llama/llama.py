@@ -57,6 +57,11 @@ class LlamaSettings:
     token's logits in ``scores``. ``last_n_tokens_size``: how many recent tokens the repeat
     penalties look at. ``numa``, ``lora_base``, ``tokenizer`` and ``spm_infill`` are accepted
     for compatibility, with no effect.
+
+    ``mmproj``: a multimodal projector GGUF, for images (and audio) in chat messages
+    (``chat_handler=Llava15ChatHandler(clip_model_path=...)`` is the llama-cpp-python
+    spelling); ``mmproj_use_gpu``: run its encoder on the GPU (default: when layers are
+    offloaded); ``max_media_bytes``/``max_media_items``: limits per chat request.
     """
 
     seed: int = LLAMA_DEFAULT_SEED
@@ -72,6 +77,10 @@ class LlamaSettings:
     tokenizer: Any = None
     spm_infill: bool = False
     draft_model: Any = None
+    mmproj: str | os.PathLike | None = None
+    mmproj_use_gpu: bool | None = None
+    max_media_bytes: int = 20 << 20
+    max_media_items: int = 16
 
     def validate(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -1 <= self.seed <= LLAMA_DEFAULT_SEED:
@@ -88,12 +97,30 @@ class LlamaSettings:
                                       or hasattr(draft, "draft")):
             raise ValidationError("draft_model must be a GGUF path, a LlamaDraftModel or a Drafter "
                                   "(llama_ffi.generation.drafting)", param="draft_model")
+        if self.mmproj is not None and not isinstance(self.mmproj, (str, os.PathLike)):
+            raise ValidationError("mmproj must be the projector's GGUF path", param="mmproj")
+        for name in ("max_media_bytes", "max_media_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(f"{name} must be a positive integer", param=name)
+
+    def projector_path(self) -> str | os.PathLike | None:
+        """``mmproj``, or the ``clip_model_path`` a llama-cpp-python vision handler carries."""
+        from .vision import MtmdChatHandler
+
+        handler = self.chat_handler
+        if not isinstance(handler, MtmdChatHandler):
+            return self.mmproj
+        if self.mmproj is not None and os.fspath(self.mmproj) != handler.clip_model_path:
+            raise ValidationError("mmproj and chat_handler's clip_model_path name different projectors",
+                                  param="mmproj")
+        return handler.clip_model_path
 
 
 _SETTINGS_KEYS = frozenset(f.name for f in fields(LlamaSettings))
 # llama-cpp-python's plain attributes that mirror a setting of the same name.
 _SETTING_ATTRIBUTES = ("chat_format", "chat_handler", "verbose", "lora_path", "lora_scale", "lora_base",
-                       "last_n_tokens_size", "numa", "spm_infill", "draft_model")
+                       "last_n_tokens_size", "numa", "spm_infill", "draft_model", "mmproj")
 
 
 def _sort_kwargs(kwargs: Mapping[str, Any], model_params, context_params):
@@ -167,6 +194,7 @@ class Llama:
     _model: Model | None = None  # keeps close()/__del__ safe after a failed __init__
     _context: Context | None = None
     _owned_drafter = None
+    _mtmd = None  # the projector (native.mtmd.MtmdContext) when loaded with mmproj
 
     def __init__(self, model_path: str | os.PathLike | None = None, *,
                  model_params: ModelParams | None = None, context_params: ContextParams | None = None,
@@ -192,6 +220,12 @@ class Llama:
             self._drafter = self._make_drafter(settings.draft_model, mp)
             self._session = Session(self._context, model_name=self.model_path, default_loras=default_loras,
                                     drafter=self._drafter)
+            projector = settings.projector_path()
+            if projector is not None:  # at load, not first use: a wrong file fails where it was named
+                from .vision import load_projector
+
+                use_gpu = settings.mmproj_use_gpu if settings.mmproj_use_gpu is not None else mp.n_gpu_layers != 0
+                self._mtmd = load_projector(self._model, projector, use_gpu=use_gpu)
         except BaseException:
             self.close()
             raise
@@ -230,6 +264,8 @@ class Llama:
         """Free the context, adapters and model. Safe to call more than once."""
         if self._owned_drafter is not None:
             self._owned_drafter.close()
+        if self._mtmd is not None:
+            self._mtmd.close()
         if self._context is not None:
             self._context.close()
         if self._model is not None:
@@ -304,6 +340,11 @@ class Llama:
     def stats(self) -> SessionStats:
         """Prompt/generated token counters (``stats.last_prefill``: prefix reuse at work)."""
         return self._session.stats
+
+    @property
+    def mtmd(self):
+        """The multimodal projector (:class:`~llama_ffi.native.mtmd.MtmdContext`), or None."""
+        return self._mtmd
 
     @property
     def metadata(self) -> dict[str, str]:

@@ -12,6 +12,12 @@ With a drafter (``Llama(draft_model=...)``) generation goes through
 token, with fewer decodes when the drafts are right (``stats.accepted_tokens``). A logits
 processor or stopping criteria need one row at a time, so those calls run without it.
 
+A prompt with images or audio (``media=`` a :class:`~llama_ffi.llama.vision.MediaPrompt`) is
+its text up to the first media marker, as tokens, and the rest as libmtmd chunks. The tokens
+go through prefix reuse as usual; from the first media chunk on everything is evaluated
+again by ``eval_chunks`` (so KV cells are never reused across different images). The cells
+a media chunk fills are remembered as ``MEDIA_CELL`` (-1), which no token id equals.
+
 Calls on one session are serialised by a lock; a stream holds it from its first chunk
 until it ends or is closed, so the KV bookkeeping is never interleaved.
 """
@@ -21,10 +27,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ..errors import CancelledError, ContextOverflowError, GenerationError
+from ..errors import CancelledError, ContextOverflowError, GenerationError, ValidationError
 from ..generation.chains import build_chains, prime
 from ..generation.options import CompletionOptions
 from ..generation.output import SequenceOutput, log_softmax
@@ -33,7 +40,9 @@ from ..generation.sampling import SamplingParams
 from ..generation.spec import GenerationSpec, budget, common_prefix, prepare
 from ..native.loop import TokenLoop
 
-__all__ = ["Session", "SessionStats"]
+__all__ = ["MEDIA_CELL", "Session", "SessionStats"]
+
+MEDIA_CELL = -1  # what the token bookkeeping holds for a KV cell filled by an image or audio embedding
 
 
 @dataclass
@@ -67,12 +76,18 @@ class _Run:
     output: SequenceOutput
     budget: int
     full: list[int] | None = None  # KV cache contents the prompt extends, plus the prompt
+    media: Any = None  # vision.MediaPrompt: the prompt's text prefix and its media chunks
     id: str = field(default_factory=completion_id)
     created: int = field(default_factory=now)
 
     @property
     def prompt_tokens(self) -> list[int]:
         return self.spec.prompt
+
+    @property
+    def n_prompt_tokens(self) -> int:
+        """Prompt tokens for ``usage``: a media chunk counts its embeddings."""
+        return len(self.spec.prompt) if self.media is None else self.media.n_tokens
 
     @property
     def tokens(self) -> list[int]:
@@ -130,24 +145,32 @@ class Session:
         self.cache = []
 
     # --- preparing a call ----------------------------------------------------------------
-    def prepare(self, prompt, opts: CompletionOptions, params: SamplingParams) -> _Run:
-        """Validate and tokenize (no C state is touched: safe before taking the lock)."""
+    def prepare(self, prompt, opts: CompletionOptions, params: SamplingParams, media=None) -> _Run:
+        """Validate and tokenize (no C state is touched: safe before taking the lock).
+        With ``media`` (a MediaPrompt) the prompt is ``media.prefix`` and its chunks."""
         opts.validate()
+        if media is not None:
+            if opts.echo or opts.suffix is not None:
+                raise ValidationError("echo and suffix need a text-only prompt", param="prompt")
+            prompt = media.prefix
         spec = prepare(self.vocab, prompt, sampling=params, max_tokens=opts.max_tokens, stop=opts.stop,
                        grammar=opts.grammar, logprobs=opts.logprobs, add_special=opts.add_special,
                        parse_special=opts.parse_special, suffix=opts.suffix)
         held = len(self.cache) if not opts.reset_kv_cache else 0
-        spec.prompt = self._fit(spec.prompt, held, opts)
+        if media is not None:
+            spec.prompt = list(media.prefix) + [MEDIA_CELL] * media.n_pos
+        spec.prompt = self._fit(spec.prompt, held, opts, media is not None)
         spec.stop_tokens = spec.stop_tokens | self.eog
         output = SequenceOutput(self.pieces, spec.stop, spec.logprobs)
-        return _Run(spec, opts, output, budget(opts.max_tokens, self.n_ctx - held - len(spec.prompt)))
+        return _Run(spec, opts, output, budget(opts.max_tokens, self.n_ctx - held - len(spec.prompt)), media=media)
 
-    def _fit(self, tokens: list[int], held: int, opts: CompletionOptions) -> list[int]:
-        """Apply the overflow policy: the prompt must leave room for one generated token."""
+    def _fit(self, tokens: list[int], held: int, opts: CompletionOptions, media: bool = False) -> list[int]:
+        """Apply the overflow policy: the prompt must leave room for one generated token
+        (a prompt with media is never cut: an image cannot be truncated)."""
         n_ctx = self.n_ctx
         if held + len(tokens) < n_ctx:
             return tokens
-        if opts.truncate != "left" or held:
+        if opts.truncate != "left" or held or media:
             raise ContextOverflowError(
                 f"Requested tokens ({held + len(tokens)}) exceed context window of {n_ctx}",
                 n_tokens=held + len(tokens), n_ctx=n_ctx, param="prompt")
@@ -163,15 +186,17 @@ class Session:
         chain = device = None
         try:
             host_logits = bool(run.opts.logits_processor) or run.opts.stopping_criteria is not None
-            speculate = self.drafter is not None and not host_logits
-            # the in-graph sampler cannot see drafts: speculation samples on the host
-            chain, device = build_chains(run.spec, self.vocab, on_gpu=self.backend_sampling and not speculate,
-                                         host_logits=host_logits)
+            # drafters read and decode the history as tokens, which media cells are not
+            speculate = self.drafter is not None and not host_logits and run.media is None
+            # the in-graph sampler cannot see drafts: speculation samples on the host (and
+            # libmtmd's decodes are kept to host sampling too)
+            on_gpu = self.backend_sampling and not speculate and run.media is None
+            chain, device = build_chains(run.spec, self.vocab, on_gpu=on_gpu, host_logits=host_logits)
             if device is not None:
                 self.context.set_sampler(0, device)  # closing it below detaches it
             self.loop.chain = chain
             self._prefill(run)
-            prime(chain, run.spec, run.full)
+            prime(chain, run.spec, run.full if run.media is None else [t for t in run.full if t != MEDIA_CELL])
             self.stats.calls += 1
             yield from (self._speculative_tokens(run) if speculate else self._tokens(run))
         finally:
@@ -179,6 +204,8 @@ class Session:
                 self.cache = (run.full + run.tokens)[: self.loop.pos]
             self.stats.generated_tokens += len(run.tokens)
             self.loop.chain = None
+            if run.media is not None:
+                run.media.close()
             if chain is not None:
                 chain.close()
             if device is not None and device is not chain:
@@ -192,7 +219,10 @@ class Session:
         base = 0 if opts.reset_kv_cache else len(self.cache)
         full = self.cache[:base] + run.prompt_tokens
         keep = 0 if (opts.echo and run.logprobs) else common_prefix(self.cache, full)
-        keep = min(keep, len(full) - 1)  # the last prompt token must be decoded for its logits
+        # the last prompt token must be decoded for its logits; with media, reuse ends where
+        # the first media chunk starts and eval_chunks decodes the last token
+        text_end = len(full) if run.media is None else base + len(run.media.prefix)
+        keep = min(keep, len(full) - 1, text_end)
         if keep < len(self.cache) and not ctx.memory_seq_rm(0, keep, -1):
             ctx.memory_clear()
             keep = 0
@@ -204,11 +234,20 @@ class Session:
         if cancel is not None:  # cancel is checked between chunks: bound how long one can run
             step = min(step, CANCEL_CHUNK)
         collect = self._prompt_logprobs(run, full) if (opts.echo and run.logprobs) else None
-        for at in range(keep, len(full), step):
+        for at in range(keep, text_end, step):
             if cancel is not None and cancel.is_set():
                 raise CancelledError("cancelled while reading the prompt")
             on_chunk = None if collect is None else (lambda offset, n, at=at: collect(at + offset, n))
-            self.loop.prefill(full[at: at + step], at, on_chunk=on_chunk)
+            self.loop.prefill(full[at: min(at + step, text_end)], at, on_chunk=on_chunk)
+        if run.media is not None:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("cancelled while reading the prompt")
+            self.loop.pos = text_end
+            try:
+                self.loop.pos = run.media.evaluate(ctx, text_end)
+            except BaseException:
+                ctx.memory_seq_rm(0, text_end, -1)  # a half-evaluated image must not stay behind
+                raise
 
     def _prompt_logprobs(self, run: _Run, full: list[int]):
         collector, ctx = run.logprobs, self.context
@@ -342,7 +381,7 @@ def complete(session: Session, run: _Run, params: SamplingParams) -> dict:
         "id": run.id, "object": "text_completion", "created": run.created,
         "model": run.opts.model or session.model_name,
         "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": run.finish_reason}],
-        "usage": usage(len(run.prompt_tokens), len(run.tokens)),
+        "usage": usage(run.n_prompt_tokens, len(run.tokens)),
     }
 
 
