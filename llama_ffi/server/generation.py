@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ClosedError, GenerationError
+from ..generation.drafting import SpeculativeOptions
 from ..generation.options import check_logit_bias, parse_logit_bias
 from ..generation.sampling import SamplingParams
 from .errors import describe
@@ -55,8 +56,6 @@ def grammar_of(body):
 def speculative_of(body, settings):
     """The request's ``SpeculativeOptions``, or None: its ``speculative``/``speculative.n_*``
     fields over the model's defaults (``spec_default``, ``draft_max``, ``draft_min``)."""
-    from ..generation.drafting import SpeculativeOptions
-
     asked = body.speculative
     fields = asked.model_dump(exclude_none=True) if not isinstance(asked, (bool, type(None))) else {}
     for name in ("n_max", "n_min"):
