@@ -2,11 +2,16 @@
 
     python -m scripts.bench.speculative --model models/SmolLM2-135M-Instruct.Q4_1.gguf
     python -m scripts.bench.speculative --model big.gguf --draft small.gguf --n-gpu-layers -1
+    python -m scripts.bench.speculative --model M.gguf --engine 1,4,16,64 --n-gpu-layers -1
 
 Tasks: a repetitive one (an edit that quotes its input, where prompt lookup shines) and free
 text (where it rarely helps). Modes: plain, prompt lookup, and a draft GGUF when ``--draft``
 is given. Greedy; each cell is the best of ``--repeat`` runs, after one warm-up call. Prints a
 markdown table: tokens/s, speed-up over plain, drafts accepted/drafted. Runs on CPU or GPU.
+
+``--engine N1,N2,...``: instead, the engine's aggregate tokens/s with N concurrent requests
+(the tasks in turn), every request speculating (the running-count limit lifted) or none: where
+speculation stops paying is where ``EngineConfig.spec_max_running`` belongs.
 """
 
 from __future__ import annotations
@@ -54,6 +59,47 @@ def measure(llm, prompt: str, n_gen: int, repeat: int) -> tuple[float, int, int]
     return best, llm.stats.last_drafted, llm.stats.last_accepted
 
 
+def engine_rows(args, tasks: list[str]) -> None:
+    """Aggregate t/s of N concurrent greedy requests with prompt-lookup speculation on and off."""
+    import asyncio
+
+    from llama_ffi.engine import Engine
+    from llama_ffi.generation import SamplingParams
+
+    counts = [int(n) for n in args.engine.split(",")]
+    top = max(counts)
+
+    async def wave(eng, n: int, speculative) -> tuple[float, int]:
+        prompts = [TASKS[tasks[i % len(tasks)]] for i in range(n)]
+        t0 = time.perf_counter()
+        done = await asyncio.gather(*(eng.complete(p, sampling=SamplingParams(temperature=0),
+                                                   max_tokens=args.n_gen, speculative=speculative) for p in prompts))
+        return time.perf_counter() - t0, sum(len(c.tokens) for c in done)
+
+    print(f"model: {args.model}  n_gen: {args.n_gen}  n_gpu_layers: {args.n_gpu_layers}  engine, greedy, "
+          f"tasks {','.join(tasks)} in turn, best of {args.repeat}\n")
+    print("| concurrent | plain t/s | speculative t/s | speed-up | accepted/drafted |")
+    print("|---:|---:|---:|---:|---:|")
+    with Engine(args.model, n_ctx=top * (args.n_gen + 256), n_seq_max=top, n_gpu_layers=args.n_gpu_layers,
+                spec_max_running=top) as eng:
+        asyncio.run(wave(eng, 2, None))  # warm-up
+        for n in counts:
+            asyncio.run(wave(eng, n, None))  # both measured waves then find the prompts cached alike
+            rates = {}
+            for label, spec in (("plain", None), ("spec", {"n_max": args.num_pred_tokens})):
+                before = eng.stats()
+                best = 0.0
+                for _ in range(args.repeat):
+                    seconds, tokens = asyncio.run(wave(eng, n, spec))
+                    best = max(best, tokens / seconds)
+                after = eng.stats()
+                rates[label] = best
+                drafted = after["draft_tokens"] - before["draft_tokens"]
+                accepted = after["draft_accepted"] - before["draft_accepted"]
+            print(f"| {n} | {rates['plain']:.0f} | {rates['spec']:.0f} | {rates['spec'] / rates['plain']:.2f}x "
+                  f"| {accepted}/{drafted} |", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -64,7 +110,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--num-pred-tokens", type=int, default=10)
     ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--engine", help="comma-separated concurrency levels: measure the engine instead")
     args = ap.parse_args(argv)
+    if args.engine:
+        engine_rows(args, [t for t in args.tasks.split(",") if t])
+        return 0
 
     from llama_ffi import Llama, LlamaPromptLookupDecoding
 
