@@ -62,6 +62,10 @@ class EngineConfig:
     # sequence. 4 is a guess on the safe side (not measured yet): speculation pays off for a
     # few streams on a GPU, where a step's extra rows are nearly free.
     spec_max_running: int = 4
+    # LoRA adapters apply to the whole context: requests of another adapter set wait until
+    # the context switches. Once one has waited this many steps, no new request of the
+    # current set is admitted; the running ones finish and the context switches.
+    lora_switch_after: int = 64
 
 
 @dataclass
@@ -99,7 +103,8 @@ class Engine:
             raise ValueError(f"backend_chain must be 'split' or 'whole', got {cfg.backend_chain!r}")
         self.scheduler = Scheduler(self.context, backend_sampling=bool(backend),
                                    split_chains=cfg.backend_chain == "split",
-                                   batched_sampling=batched, spec_max_running=cfg.spec_max_running)
+                                   batched_sampling=batched, spec_max_running=cfg.spec_max_running,
+                                   lora_switch_after=cfg.lora_switch_after)
         self.name = Path(getattr(self.model, "path", "model")).name
         self._inbox: list[Request] = []
         self._lock = threading.Lock()
@@ -114,13 +119,15 @@ class Engine:
     # --- submission --------------------------------------------------------------------------
     def submit(self, prompt: str | Sequence[int], *, sampling: SamplingParams | None = None,
                max_tokens: int | None = None, stop=None, stop_tokens: Sequence[int] = (),
-               grammar=None, logprobs: int | None = None, speculative=None, sink=None) -> Request:
+               grammar=None, logprobs: int | None = None, speculative=None, loras=None, sink=None) -> Request:
         """Queue a request; ``sink(event)`` is called on the engine thread for its output.
 
         Checked and tokenized as ``Llama`` does it (``generation.prepare``): ``max_tokens``
         None takes ``config.max_tokens_default``, 0 or -1 run to the end of the sequence's
         context; ``stop`` holds strings and/or token ids. ``speculative``: True or
-        ``{"n_max": 16, "n_min": 0}`` drafts by prompt lookup (generation.drafting.SpeculativeOptions)."""
+        ``{"n_max": 16, "n_min": 0}`` drafts by prompt lookup (generation.drafting.SpeculativeOptions).
+        ``loras``: ``{LoraAdapter: scale}`` for this request alone (adapters left out are off);
+        None takes the engine's default set at submission (:meth:`set_loras`)."""
         if self._closed:
             raise ClosedError("engine is closed")
         max_tokens = self.config.max_tokens_default if max_tokens is None else max_tokens
@@ -128,13 +135,14 @@ class Engine:
                        grammar=grammar, logprobs=logprobs)
         spec.stop_tokens |= frozenset(int(t) for t in self.model.vocab.check_tokens(list(stop_tokens)))
         speculative = SpeculativeOptions.parse(speculative)
+        lora_set = self.scheduler.default_loras if loras is None else self.scheduler.lora_sets.get(loras)
         tokens = np.asarray(spec.prompt, dtype=np.int32)
         n_ctx = self.context.n_ctx_seq
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(f"prompt of {len(tokens)} tokens does not fit the context of {n_ctx}",
                                        n_tokens=len(tokens), n_ctx=n_ctx, param="prompt")
         request = Request(prompt=tokens, spec=spec, max_tokens=budget(spec.max_tokens, n_ctx - len(tokens)),
-                          sink=sink or (lambda e: None), speculative=speculative)
+                          sink=sink or (lambda e: None), speculative=speculative, loras=lora_set)
         with self._lock:
             waiting = len(self._inbox) + len(self.scheduler.queue)
             if waiting >= self.config.max_queued_requests or self._queued_tokens + len(tokens) > self.config.max_queued_tokens:
@@ -143,6 +151,14 @@ class Engine:
             self._queued_tokens += len(tokens)
         self._wake.set()
         return request
+
+    def set_loras(self, scales) -> concurrent.futures.Future:
+        """Make ``{LoraAdapter: scale}`` the default set of later requests that name none
+        (``{}``: no adapters). Running and queued requests keep theirs, and cached prefixes
+        stay (each is reused only under the set that computed it). Checked here, applied on
+        the engine thread; the future is done once it applies."""
+        lora_set = self.scheduler.lora_sets.get(scales)
+        return self.call(lambda scheduler: scheduler.set_default_loras(lora_set))
 
     def call(self, fn: Callable[[Scheduler], object]) -> concurrent.futures.Future:
         """Run ``fn(scheduler)`` on the engine thread between two steps: the one safe place to
@@ -251,7 +267,8 @@ class Engine:
             with self._lock:
                 incoming, self._inbox = self._inbox, []
                 self._queued_tokens = 0
-            scheduler.queue.extend(incoming)
+            if incoming:
+                scheduler.enqueue(incoming)
             if self._calls:
                 self._run_calls()
             try:
@@ -282,6 +299,7 @@ class Engine:
             "step_seconds": c.step_seconds, "decode_seconds": c.decode_seconds,
             "sample_seconds": c.sample_seconds,
             "draft_steps": c.draft_steps, "draft_tokens": c.draft_tokens, "draft_accepted": c.draft_accepted,
+            "lora_switches": c.lora_switches,
             "ttft_p50": ttft[len(ttft) // 2] if ttft else None,
             "ttft_p99": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))] if ttft else None,
         }

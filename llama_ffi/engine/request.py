@@ -53,6 +53,7 @@ class Request:
     output: object = None  # its generation.SequenceOutput, from the first admission on
     row_sampler: object = None  # its generation.batched.RowSampler, when its chain is sampled in bulk
     speculative: object = None  # generation.drafting.SpeculativeOptions: draft by prompt lookup when few run
+    loras: frozenset | None = None  # its LoRA adapter set (engine.adapters); None: the engine's default
     drafter: object = None  # its PromptLookupDrafter, from the first admission on
     n_drafted: int = 0  # draft tokens checked by the model, and those it kept
     n_draft_accepted: int = 0

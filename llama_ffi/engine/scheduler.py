@@ -12,6 +12,12 @@ puts its last token and up to ``n_max`` prompt-lookup drafts into the step's bat
 logits on each row; its own host chain samples the rows in order and stops at the first
 that disagrees with its draft (exact for any chain: see ``TokenLoop.run_speculative``).
 The rejected rows' cells are removed before the next step.
+
+LoRA adapters apply to the whole context, so a step decodes only requests of the context's
+current adapter set; requests of another set wait in the queue until the context switches
+(see ``adapters.py``). A slot's cached prefix is keyed by the set its cells were computed
+under and is reused only by requests of that same set: keying rather than dropping them on
+a switch keeps each set's prefixes across the switches of alternating traffic.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ..generation.chains import build_chains, prime
 from ..generation.drafting import PromptLookupDrafter
 from ..generation.output import SequenceOutput, log_softmax
 from ..native import Batch
+from .adapters import AdapterSets
 from .request import Event, Request, State
 from .slots import Slot, SlotTable
 
@@ -65,13 +72,14 @@ class Counters:
     draft_steps: int = 0
     draft_tokens: int = 0
     draft_accepted: int = 0
+    lora_switches: int = 0  # times the context changed its LoRA adapter set
 
 
 class Scheduler:
     """Owns one Context. Not thread-safe: the engine thread alone calls ``step``."""
 
     def __init__(self, context, *, backend_sampling: bool, split_chains: bool = True,
-                 batched_sampling: str = "greedy", spec_max_running: int = 4) -> None:
+                 batched_sampling: str = "greedy", spec_max_running: int = 4, lora_switch_after: int = 64) -> None:
         self.ctx = context
         self.vocab = context.model.vocab
         self.pieces = self.vocab.pieces
@@ -87,6 +95,55 @@ class Scheduler:
         self.batched_sampling = batched_sampling
         self.spec_max_running = spec_max_running
         self.counters = Counters()
+        self.lora_sets = AdapterSets(context.model)
+        self.active_loras = self.lora_sets.get(context.loras)  # the set attached to the context
+        self.default_loras = self.active_loras  # the set of a request that names none
+        self.lora_switch_after = lora_switch_after
+        self._other_set_since: int | None = None  # step since which a request of another set waits
+        self._settled = False  # the last scan admitted all it could; nothing arrived since
+
+    # --- LoRA adapter sets ---------------------------------------------------------------
+    def set_default_loras(self, lora_set: frozenset) -> None:
+        """The set (from ``lora_sets.get``) of later requests that name none; running and
+        queued requests keep theirs."""
+        self.default_loras = lora_set
+
+    def enqueue(self, requests) -> None:
+        """New requests join the queue (a request's ``loras`` None: the default set)."""
+        for request in requests:
+            if request.loras is None:
+                request.loras = self.default_loras
+            if request.loras is not self.active_loras and self._other_set_since is None:
+                self._other_set_since = self.counters.steps
+        self.queue.extend(requests)
+        self._settled = False
+
+    def _switch_loras(self) -> None:
+        """Nothing runs: attach the set of the oldest waiting request (of another set than the
+        current one when that one has waited ``lora_switch_after`` steps)."""
+        queue = self.queue
+        while queue and queue[0].cancelled:
+            self._emit_finish(queue.popleft(), "cancelled")
+        if not queue:
+            return
+        target = queue[0].loras
+        if self._other_set_since is not None and self.counters.steps - self._other_set_since >= self.lora_switch_after:
+            target = next((r.loras for r in queue if r.loras is not self.active_loras and not r.cancelled), target)
+        if target is self.active_loras:
+            return
+        try:
+            self.ctx.set_loras(AdapterSets.scales(target))
+        except Exception as exc:  # noqa: BLE001 - llama.cpp refused this set: its requests fail, not the engine
+            self.ctx.set_loras(AdapterSets.scales(self.active_loras))
+            for request in [r for r in queue if r.loras is target]:
+                queue.remove(request)
+                request.state = State.FINISHED
+                request.sink(Event(finish_reason="error", error=exc))
+            return
+        self.active_loras = target
+        self.counters.lora_switches += 1
+        self._other_set_since = self.counters.steps if any(r.loras is not target for r in queue) else None
+        self._settled = False
 
     # --- admission ---------------------------------------------------------------------
     @staticmethod
@@ -100,11 +157,27 @@ class Scheduler:
         return sum(len(r.slot.tokens) - r.shared + self._growth(r.request) for r in self.running)
 
     def _admit(self) -> None:
+        if not self.queue:
+            return
+        if not self.running:
+            self._switch_loras()
+        elif self._settled or len(self.running) == len(self.slots.slots):
+            return  # nothing new to admit, or no slot free
+        elif self._other_set_since is not None and \
+                self.counters.steps - self._other_set_since >= self.lora_switch_after:
+            return  # another set waited long enough: let the running requests finish, then switch
+        active = self.active_loras
         deferred = []
+        settled = True
+        others = False  # a request of another set still waits
         while self.queue:
             request = self.queue.popleft()
             if request.cancelled:
                 self._emit_finish(request, "cancelled")
+                continue
+            if request.loras is not active:  # waits for the context to switch to its set
+                deferred.append(request)
+                others = True
                 continue
             try:
                 admitted = self._try_admit(request, deferred)
@@ -114,13 +187,20 @@ class Scheduler:
                 continue
             if not admitted:
                 self.queue.appendleft(request)
+                settled = False
                 break
+            if deferred and deferred[-1] is request:  # waits for a shared prefix: retry next step
+                settled = False
+        else:
+            if not others:  # the whole queue was seen: no other set waits (any more)
+                self._other_set_since = None
         self.queue.extendleft(reversed(deferred))
+        self._settled = settled
 
     def _try_admit(self, request: Request, deferred: list) -> bool:
         """False when no slot or cells are free (stop admitting); deferral is not failure."""
         prompt = request.prompt
-        match = self.slots.best_prefix(prompt)
+        match = self.slots.best_prefix(prompt, request.loras)
         if match is not None and match.slot.busy and match.slot.n_past < min(match.length, len(prompt) - 1):
             deferred.append(request)  # the shared prefix is still being computed: wait for it
             return True
@@ -168,6 +248,7 @@ class Scheduler:
         slot.set_tokens(request.prompt)
         slot.n_past = reuse
         slot.request = request
+        slot.loras = request.loras  # its cells are computed under this set
         SlotTable.touch(slot)
         request.state = State.PREFILL
         if request.first_token_at is None:  # a resumed request was counted already
@@ -430,6 +511,7 @@ class Scheduler:
         slot.request = None
         self.running.remove(victim)
         self.queue.appendleft(request)
+        self._settled = False
 
     def fail_all(self, error: BaseException) -> None:
         """An unexpected error in a step: end every request with it, keep the engine alive."""

@@ -103,6 +103,7 @@ def restore_slot(scheduler, seq_id: int, path: str | os.PathLike) -> tuple[int, 
         raise
     slot.set_tokens(tokens)
     slot.n_past = len(tokens)
+    slot.loras = scheduler.default_loras  # a file does not say which adapters computed its cells
     SlotTable.touch(slot)
     return len(tokens), Path(path).stat().st_size
 

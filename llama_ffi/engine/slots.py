@@ -27,6 +27,7 @@ class Slot:
     n_tokens: int = 0
     n_past: int = 0
     request: object = None  # the running Request, or None when free/cached
+    loras: frozenset | None = None  # the LoRA adapter set its cells were computed under
     last_used: float = 0.0
 
     @property
@@ -77,12 +78,14 @@ class SlotTable:
     def n_busy(self) -> int:
         return sum(s.busy for s in self.slots)
 
-    def best_prefix(self, prompt: np.ndarray) -> PrefixMatch | None:
+    def best_prefix(self, prompt: np.ndarray, loras: frozenset | None = None) -> PrefixMatch | None:
         """The slot holding the longest prefix of ``prompt`` (at least MIN_SHARED_PREFIX),
-        counting tokens a running slot has queued but not decoded yet."""
+        counting tokens a running slot has queued but not decoded yet. Only slots whose
+        cells were computed under the adapter set ``loras`` (interned: compared by identity)
+        count: cells computed with other weights hold other keys and values."""
         best = None
         for slot in self.slots:
-            if len(slot.tokens) == 0:
+            if len(slot.tokens) == 0 or slot.loras is not loras:
                 continue
             length = common_prefix(slot.tokens, prompt)
             if length >= MIN_SHARED_PREFIX and (best is None or length > best.length):
