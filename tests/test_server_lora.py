@@ -4,7 +4,6 @@ at run time; a real server on the real small model with two small random adapter
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -39,11 +38,29 @@ def server(model_path, adapters):
         yield url
 
 
-def text(url: str) -> str:
-    out = httpx.post(url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 6, "temperature": 0, "seed": 1},
-                     timeout=60)
+def text(url: str, prompt: str = PROMPT, **extra) -> str:
+    out = httpx.post(url + "/v1/completions", json={"prompt": prompt, "max_tokens": 6, "temperature": 0, "seed": 1,
+                                                    **extra}, timeout=60)
     assert out.status_code == 200, out.text
     return out.json()["choices"][0]["text"]
+
+
+def chat(url: str, **extra) -> str:
+    out = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Name a color."}],
+                                                         "max_tokens": 6, "temperature": 0, **extra}, timeout=60)
+    assert out.status_code == 200, out.text
+    return out.json()["choices"][0]["message"]["content"]
+
+
+def streamed_text(lines) -> str:
+    return "".join(json.loads(line[6:])["choices"][0]["text"] for line in lines if line.startswith("data: {"))
+
+
+def cached_prompt_tokens(url: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("llama_ffi_cached_prompt_tokens_total"):
+            return float(line.split()[-1])
+    raise AssertionError("no cached-prompt counter in /metrics")
 
 
 def scale(url: str, body) -> httpx.Response:
@@ -60,9 +77,7 @@ def test_scales_change_the_output_and_the_cache_never_mixes_weights(server):
     with_first = text(server)  # adapter 0 at 1.0, as configured
     out = scale(server, [])  # llama-server: adapters left out are off
     assert out.status_code == 200 and [a["scale"] for a in out.json()] == [0.0, 0.0]
-    slots = httpx.get(server + "/slots", timeout=30).json()
-    assert all(s["n_cached"] == 0 for s in slots)  # cells computed with the adapter were dropped
-    base = text(server)
+    base = text(server)  # the cached prefix of the adapter's weights is not reused under none
     assert base != with_first
     assert scale(server, [{"id": 1, "scale": 1.0}, {"id": 0, "scale": 1.0}]).status_code == 200
     both = text(server)
@@ -82,19 +97,78 @@ def test_bad_bodies_are_400_and_change_nothing(server, body):
     assert httpx.get(server + "/lora-adapters", timeout=30).json() == before
 
 
-def test_scales_do_not_change_under_running_requests(server):
-    body = {"prompt": "Count: 1, 2, 3,", "max_tokens": 300, "stream": True, "temperature": 0,
-            "logit_bias": {"0": -100, "2": -100}}
-    before = httpx.get(server + "/lora-adapters", timeout=30).json()
+def test_scales_change_under_running_requests_for_later_ones(server):
+    """As llama-server: POST sets the scales of later requests; a running one keeps its weights."""
+    body = {"prompt": PROMPT, "max_tokens": 24, "stream": True, "temperature": 0, "logit_bias": {"2": -100}}
+    assert scale(server, [{"id": 0, "scale": 1.0}]).status_code == 200
     with httpx.stream("POST", server + "/v1/completions", json=body, timeout=60) as stream:
-        lines = stream.iter_lines()  # held: a dropped iterator closes the stream
-        assert "finish_reason\":null" in next(lines)
+        alone = streamed_text(list(stream.iter_lines()))
+    with httpx.stream("POST", server + "/v1/completions", json=body, timeout=60) as stream:
+        lines = stream.iter_lines()
+        first = next(lines)
+        assert "finish_reason\":null" in first
         out = scale(server, [])
-        assert out.status_code == 409 and out.json()["error"]["code"] == "slot_busy", out.text
-    assert httpx.get(server + "/lora-adapters", timeout=30).json() == before
-    deadline = time.monotonic() + 30
-    while scale(server, [{"id": 0, "scale": 1.0}]).status_code == 409 and time.monotonic() < deadline:
-        time.sleep(0.1)  # the cancelled stream ends at the next step
+        assert out.status_code == 200, out.text
+        rest = [first, *lines]
+    assert streamed_text(rest) == alone  # the whole stream ran under the scales it started with
+    assert text(server) != text(server, lora=[{"id": 0, "scale": 1.0}])  # later requests: adapters off
+    assert scale(server, [{"id": 0, "scale": 1.0}]).status_code == 200
+
+
+def test_per_request_lora_overrides_the_scales_for_that_request(server):
+    assert scale(server, [{"id": 0, "scale": 1.0}]).status_code == 200
+    with_first = text(server)
+    assert text(server, lora=[{"id": 0, "scale": 1.0}]) == with_first
+    base = text(server, lora=[])  # adapters left out are off
+    assert base != with_first
+    second = text(server, lora=[{"id": 1, "scale": 1.0}])
+    assert second not in (base, with_first)
+    assert text(server, lora=[{"id": 0, "scale": 0}, {"id": 1, "scale": 1.0}]) == second
+    assert text(server) == with_first  # the model's scales are unchanged
+    assert chat(server, lora=[]) != chat(server)
+    assert [a["scale"] for a in httpx.get(server + "/lora-adapters", timeout=30).json()] == [1.0, 0.0]
+
+
+def test_concurrent_requests_of_different_sets_do_not_mix(server):
+    """Greedy outputs of requests with different adapters, sent together, equal each one alone."""
+    import concurrent.futures
+
+    sets = [None, [], [{"id": 1, "scale": 1.0}], [{"id": 0, "scale": 0.5}, {"id": 1, "scale": 0.5}]]
+    prompts = [PROMPT, "Once upon a time,"]
+    jobs = [(p, s) for p in prompts for s in sets]
+
+    def run(job):
+        prompt, lora = job
+        return text(server, prompt, **({} if lora is None else {"lora": lora}))
+
+    expected = [run(job) for job in jobs]
+    assert len(set(expected[:4])) == 4
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        assert list(pool.map(run, jobs * 2)) == expected * 2
+
+
+def test_prefix_reuse_never_crosses_adapter_sets(server):
+    prompt = "You are a helpful assistant. Answer in one short sentence, politely. Question: why is the sky blue?"
+    text(server, prompt, lora=[{"id": 1, "scale": 1.0}])
+    before = cached_prompt_tokens(server)
+    text(server, prompt, lora=[{"id": 1, "scale": 0.5}])  # another scale: other weights
+    assert cached_prompt_tokens(server) == before  # (it takes the other of the 2 slots)
+    text(server, prompt, lora=[{"id": 1, "scale": 1.0}])
+    assert cached_prompt_tokens(server) > before  # the same set again: its cells are reused
+
+
+@pytest.mark.parametrize("lora", [[{"id": 2, "scale": 1.0}], [{"id": 0, "scale": 1}, {"id": 0, "scale": 0.5}],
+                                  [{"id": -1, "scale": 1.0}], [{"id": 0}], [{"id": 0, "scale": "1"}],
+                                  [{"id": 0, "scale": 11.0}], [{"id": 0, "scale": 1.0, "x": 1}],
+                                  {"id": 0, "scale": 1.0}, "0", [0]])
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_bad_request_lora_is_400(server, route, lora):
+    body = {"prompt": PROMPT} if route == "/v1/completions" else {"messages": [{"role": "user", "content": "Hi"}]}
+    out = httpx.post(server + route, json={**body, "max_tokens": 2, "lora": lora}, timeout=60)
+    assert out.status_code == 400, out.text
+    error = out.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    assert error["param"] is not None and "lora" in error["param"]
 
 
 def test_a_model_without_adapters_lists_none(model_path):

@@ -23,7 +23,7 @@ from ..chat.pipeline import (
 from ..errors import GrammarError, ValidationError
 from ..generation.output import chat_logprobs
 from ..generation.results import usage
-from .generation import Choice, Jobs, grammar_of, sampling_params, speculative_of, stop_list, timings_of
+from .generation import Choice, Jobs, grammar_of, lora_of, sampling_params, speculative_of, stop_list, timings_of
 from .schemas import ChatRequest
 
 _CHAT_FIELDS = ("tools", "tool_choice", "functions", "function_call", "response_format", "enable_thinking",
@@ -72,8 +72,10 @@ def submit(body: ChatRequest, entry, prefill: str = "") -> tuple[Jobs, Any]:
                   or entry.engine.context.n_ctx_seq)
     logprobs = top_logprobs(body.top_logprobs) if body.logprobs else None
     speculative = speculative_of(body, entry.settings)
+    loras = lora_of(body, entry)
     specs = [(tokens, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens, "stop": stops,
-                       "grammar": grammar, "logprobs": logprobs, "speculative": speculative}) for j in range(body.n)]
+                       "grammar": grammar, "logprobs": logprobs, "speculative": speculative, "loras": loras})
+             for j in range(body.n)]
     return Jobs(entry).submit(specs), request
 
 

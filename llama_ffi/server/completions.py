@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from ..errors import ValidationError
 from ..generation.output import completion_logprobs
 from ..generation.results import usage
-from .generation import Choice, Jobs, grammar_of, sampling_params, speculative_of, stop_list, timings_of
+from .generation import Choice, Jobs, grammar_of, lora_of, sampling_params, speculative_of, stop_list, timings_of
 from .schemas import CompletionRequest
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
@@ -45,8 +45,10 @@ def submit(body: CompletionRequest, entry) -> tuple[Jobs, list]:
     max_tokens = body.max_tokens or DEFAULT_MAX_TOKENS
     stops = stop_list(body.stop)
     speculative = speculative_of(body, entry.settings)
+    loras = lora_of(body, entry)
     specs = [(prompt, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens,
-                       "stop": stops, "grammar": grammar, "logprobs": body.logprobs, "speculative": speculative})
+                       "stop": stops, "grammar": grammar, "logprobs": body.logprobs, "speculative": speculative,
+                       "loras": loras})
              for prompt in prompts for j in range(body.n)]
     return Jobs(entry).submit(specs), prompts
 

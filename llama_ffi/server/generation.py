@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ClosedError, GenerationError
+from ..errors import ClosedError, GenerationError, ValidationError
 from ..generation.drafting import SpeculativeOptions
 from ..generation.options import check_logit_bias, parse_logit_bias
 from ..generation.sampling import SamplingParams
@@ -68,6 +68,16 @@ def speculative_of(body, settings):
     n_max = fields.setdefault("n_max", defaults.n_max)
     fields.setdefault("n_min", min(defaults.n_min, n_max))  # as llama-server: the window's floor fits its top
     return SpeculativeOptions.parse(fields)
+
+
+def lora_of(body, entry):
+    """The request's ``lora`` as ``{adapter: scale}`` for ``Engine.submit`` (adapters it leaves
+    out are off, as on llama-server), or None: the model's scales of ``/lora-adapters``."""
+    if body.lora is None:
+        return None
+    if entry.lora is None:  # the /lora-adapters routes were not registered (an app without them)
+        raise ValidationError("this server takes no per-request lora", param="lora")
+    return entry.lora.request_scales(body.lora)
 
 
 def stop_list(stop) -> list[str]:

@@ -8,9 +8,11 @@
   (no folders, no ``..``): anything else is a 400. A slot running a request is a 409.
 * ``POST /infill``: fill-in-the-middle (see ``infill.py``).
 * ``GET /lora-adapters``: ``[{"id", "path", "scale"}]`` of the model's ``lora`` setting;
-  ``POST /lora-adapters`` with ``[{"id", "scale"}]`` sets the scales (adapters left out: 0),
-  drops cached prefixes (their cells were computed with the old weights) and is a 409
-  while requests run. Per-request ``lora`` is not supported yet.
+  ``POST /lora-adapters`` with ``[{"id", "scale"}]`` sets the scales (adapters left out: 0)
+  of later requests, as llama-server does: running and queued ones keep theirs. A request's
+  own ``"lora": [{"id", "scale"}]`` (completions, chat) overrides them for that request
+  (adapters it leaves out: 0). The engine decodes requests of one adapter set per step and
+  reuses a cached prefix only under the set that computed it (``engine/adapters.py``).
 
 Everything that touches slots, cells or adapters runs on the engine thread between two
 steps (``Engine.call``), so it never races a decode.
@@ -37,6 +39,7 @@ from .config import ServerSettings
 from .errors import error_body, json_response
 from .generation import SSE_HEADERS, ClientGone, sse_stream, unless_disconnected
 from .registry import ModelEntry, Registry
+from .schemas import LoraScale
 
 __all__ = ["ROUTES", "register"]
 
@@ -53,16 +56,12 @@ class SlotFileRequest(BaseModel):
     model: str | None = None
 
 
-class LoraScale(BaseModel):
-    model_config = _STRICT
-    id: int = Field(ge=0, le=1 << 16)
-    scale: float = Field(ge=-1e4, le=1e4, allow_inf_nan=False)
-
-
 def register(api: FastAPI, registry: Registry, settings: ServerSettings | None = None) -> None:
     """Add the routes; LoRA adapters of each model's ``lora`` setting are loaded and applied now."""
     save_dir = Path(settings.slot_save_path).resolve() if settings and settings.slot_save_path else None
-    adapters = {name: _Adapters(entry) for name, entry in registry.entries.items()}
+    adapters = {}
+    for name, entry in registry.entries.items():
+        adapters[name] = entry.lora = _Adapters(entry)
     _slot_routes(api, registry, save_dir)
     _infill_route(api, registry)
     _lora_routes(api, registry, adapters)
@@ -170,33 +169,35 @@ class _Adapters:
         self.adapters = [LoraAdapter(entry.model, path) for path in self.paths]
         self.scales = [item["scale"] for item in configured]
         if self.adapters:
-            entry.engine.call(self._apply(self.scales)).result()
+            entry.engine.set_loras(self._mapping(self.scales)).result()
 
     def listing(self) -> list[dict]:
         return [{"id": i, "path": p, "scale": s} for i, (p, s) in enumerate(zip(self.paths, self.scales))]
 
     async def set(self, changes: list[LoraScale]) -> None:
-        scales = [0.0] * len(self.adapters)  # llama-server: an adapter left out is off
-        seen = set()
-        for item in changes:
-            if item.id >= len(self.adapters):
-                raise ValidationError(f"no LoRA adapter {item.id}: this model has {len(self.adapters)}", param="id")
-            if item.id in seen:
-                raise ValidationError(f"LoRA adapter {item.id} is listed twice", param="id")
-            seen.add(item.id)
-            scales[item.id] = item.scale
-        await _on_engine(self.entry, self._apply(scales))
+        scales = self._scales(changes, "id")
+        await asyncio.wrap_future(self.entry.engine.set_loras(self._mapping(scales)))
         self.scales = scales
 
-    def _apply(self, scales: list[float]):
-        def apply(scheduler) -> None:
-            if scheduler.running:
-                raise SlotBusyError(scheduler.running[0].slot.seq_id)
-            scheduler.ctx.set_loras({a: s for a, s in zip(self.adapters, scales) if s != 0 and math.isfinite(s)})
-            for slot in scheduler.slots.slots:  # cells computed with other weights must not be reused
-                if slot.n_past:
-                    erase_slot(scheduler, slot.seq_id)
-        return apply
+    def request_scales(self, items: list[LoraScale]) -> dict:
+        """A request's ``lora`` as ``{adapter: scale}``; errors name the ``lora`` field."""
+        return self._mapping(self._scales(items, "lora"))
+
+    def _scales(self, items: list[LoraScale], param: str) -> list[float]:
+        scales = [0.0] * len(self.adapters)  # llama-server: an adapter left out is off
+        seen = set()
+        for item in items:
+            if item.id >= len(self.adapters):
+                raise ValidationError(f"no LoRA adapter {item.id}: this model has {len(self.adapters)} "
+                                      "(GET /lora-adapters lists them)", param=param)
+            if item.id in seen:
+                raise ValidationError(f"LoRA adapter {item.id} is listed twice", param=param)
+            seen.add(item.id)
+            scales[item.id] = item.scale
+        return scales
+
+    def _mapping(self, scales: list[float]) -> dict:
+        return {a: s for a, s in zip(self.adapters, scales) if s != 0 and math.isfinite(s)}
 
 
 def _lora_routes(api: FastAPI, registry: Registry, adapters: dict[str, _Adapters]) -> None:
@@ -207,10 +208,5 @@ def _lora_routes(api: FastAPI, registry: Registry, adapters: dict[str, _Adapters
     @api.post("/lora-adapters")
     async def set_lora_adapters(body: list[LoraScale], model: str | None = None):
         entry = registry.get(model)
-        try:
-            await adapters[entry.name].set(body)
-        except SlotBusyError:
-            return json_response(409, error_body("requests are running: LoRA scales change only while the model is "
-                                                 "idle (their cached prefixes were computed with the old weights)",
-                                                 param="scale", code="slot_busy"))
+        await adapters[entry.name].set(body)
         return adapters[entry.name].listing()

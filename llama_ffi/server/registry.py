@@ -39,6 +39,7 @@ class ModelEntry:
         self.model = self.engine.model
         self.vocab = self.model.vocab
         self.active: set = set()  # engine Requests in flight
+        self.lora = None  # its LoRA adapters and their scales (native_routes: /lora-adapters)
         self._embedder = None
         self._embed_lock = threading.Lock()
         self._rate = (time.monotonic(), 0)  # (when, generated tokens) at the last /metrics

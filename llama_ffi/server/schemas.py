@@ -46,6 +46,17 @@ Speculative = Annotated[SpeculativeRequest | None,  # or a bool
                         WrapValidator(_bool_or_options, json_schema_input_type=bool | SpeculativeRequest | None)]
 
 
+LORA_SCALE_MAX = 10.0  # LoRA scales beyond a few units only wreck the output
+
+
+class LoraScale(BaseModel):
+    """``{"id", "scale"}``: an adapter of ``GET /lora-adapters`` and its scale (request ``lora``, POST)."""
+
+    model_config = _STRICT
+    id: int = Field(ge=0, le=1 << 16)
+    scale: float = Field(ge=-LORA_SCALE_MAX, le=LORA_SCALE_MAX, allow_inf_nan=False)
+
+
 class _Sampling(BaseModel):
     """Fields both generation endpoints take."""
 
@@ -72,6 +83,8 @@ class _Sampling(BaseModel):
     mirostat_mode: int | None = Field(None, ge=0, le=2)
     mirostat_tau: float | None = Field(None, ge=0, le=100)
     mirostat_eta: float | None = Field(None, ge=0, le=1)
+    # llama-server's per-request adapters: listed ones at their scale, the others off (see /lora-adapters)
+    lora: list[LoraScale] | None = Field(None, max_length=1 << 10)
     grammar: str | None = None
     # llama-server's speculative decoding (prompt lookup here; see generation.drafting.SpeculativeOptions):
     # ``"speculative": true|false|{...}`` and the flat ``"speculative.n_max"``/``"speculative.n_min"`` keys
