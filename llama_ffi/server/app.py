@@ -21,11 +21,10 @@ from .config import ServerSettings
 from .errors import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
-    error_body,
     install_handlers,
     json_response,
 )
-from .generation import SSE_HEADERS, ClientGone, Jobs, sse_stream, unless_disconnected
+from .generation import SSE_HEADERS, Jobs, sse_stream, whole_answer
 from .registry import Registry
 from .schemas import (
     ChatRequest,
@@ -80,17 +79,6 @@ class _Counting:
         await self.counter(scope, receive, send)
 
 
-async def _run(http_request: Request, jobs: Jobs, respond):
-    """A whole (non-streamed) answer; the engine requests are cancelled if the client leaves."""
-    try:
-        choices = await unless_disconnected(http_request, jobs.collect())
-    except ClientGone:
-        return json_response(499, error_body("client closed the connection"))
-    finally:
-        jobs.close()
-    return respond(choices)
-
-
 def _streaming(chunks, jobs: Jobs) -> StreamingResponse:
     return StreamingResponse(sse_stream(chunks, jobs), media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -102,7 +90,7 @@ def _generation_routes(api: FastAPI, registry: Registry) -> None:
         jobs, prompts = completions.submit(body, entry)
         if body.stream:
             return _streaming(completions.stream(body, entry, jobs, prompts), jobs)
-        return await _run(http_request, jobs, lambda c: completions.response(body, entry, jobs, prompts, c))
+        return await whole_answer(http_request, jobs, lambda c: completions.response(body, entry, jobs, prompts, c))
 
     @api.post("/v1/chat/completions")
     async def create_chat_completion(body: ChatRequest, http_request: Request):
@@ -110,7 +98,7 @@ def _generation_routes(api: FastAPI, registry: Registry) -> None:
         jobs, request = chat.submit(body, entry)
         if body.stream:
             return _streaming(chat.stream(body, entry, jobs, request), jobs)
-        return await _run(http_request, jobs, lambda c: chat.response(body, entry, jobs, request, c))
+        return await whole_answer(http_request, jobs, lambda c: chat.response(body, entry, jobs, request, c))
 
 
 def _other_routes(api: FastAPI, registry: Registry) -> None:

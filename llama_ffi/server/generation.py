@@ -14,7 +14,7 @@ from ..errors import ClosedError, GenerationError, ValidationError
 from ..generation.drafting import SpeculativeOptions
 from ..generation.options import check_logit_bias, parse_logit_bias
 from ..generation.sampling import SamplingParams
-from .errors import describe
+from .errors import describe, error_body, json_response, shape_for_path
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
                     "frequency_penalty", "mirostat_mode", "mirostat_tau", "mirostat_eta")
@@ -206,6 +206,19 @@ async def unless_disconnected(http_request, work):
     if not task.done() or task.cancelled():
         raise ClientGone()
     return task.result()
+
+
+async def whole_answer(http_request, jobs: Jobs, respond):
+    """``respond(choices)`` once every request of ``jobs`` is done; if the client leaves first
+    the requests are cancelled and the answer is a 499 (in the route's API shape)."""
+    try:
+        choices = await unless_disconnected(http_request, jobs.collect())
+    except ClientGone:
+        return json_response(*shape_for_path(http_request.scope["path"], 499,
+                                             error_body("client closed the connection")))
+    finally:
+        jobs.close()
+    return respond(choices)
 
 
 async def _disconnected(http_request) -> None:

@@ -39,8 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..chat.pipeline import DeltaPipeline, build_chat, chat_message
 from ..errors import GrammarError, ValidationError
 from . import chat
-from .errors import anthropic_error, describe, json_response
-from .generation import SSE_HEADERS, Choice, ClientGone, Jobs, sse, unless_disconnected
+from .errors import anthropic_error, describe
+from .generation import SSE_HEADERS, Choice, Jobs, sse, whole_answer
 from .registry import ModelEntry, Registry
 from .schemas import ChatRequest
 
@@ -507,13 +507,7 @@ def register(api: FastAPI, registry: Registry) -> None:
         if body.stream:
             return StreamingResponse(_stream(shape, jobs, request), media_type="text/event-stream",
                                      headers=SSE_HEADERS)
-        try:
-            choices = await unless_disconnected(http_request, jobs.collect())
-        except ClientGone:
-            return json_response(*anthropic_error(499, "client closed the connection"))
-        finally:
-            jobs.close()
-        return _response(shape, request, choices[0])
+        return await whole_answer(http_request, jobs, lambda choices: _response(shape, request, choices[0]))
 
     @api.post("/v1/messages/count_tokens")
     async def count_message_tokens(body: CountTokensRequest):

@@ -37,7 +37,7 @@ from ..errors import StateError, ValidationError
 from . import infill
 from .config import ServerSettings
 from .errors import error_body, json_response
-from .generation import SSE_HEADERS, ClientGone, sse_stream, unless_disconnected
+from .generation import SSE_HEADERS, sse_stream, whole_answer
 from .registry import ModelEntry, Registry
 from .schemas import LoraScale
 
@@ -147,13 +147,8 @@ def _infill_route(api: FastAPI, registry: Registry) -> None:
         if body.stream:
             return StreamingResponse(sse_stream(infill.stream(body, entry, jobs, prompt, started), jobs),
                                      media_type="text/event-stream", headers=SSE_HEADERS)
-        try:
-            choices = await unless_disconnected(http_request, jobs.collect())
-        except ClientGone:
-            return json_response(499, error_body("client closed the connection"))
-        finally:
-            jobs.close()
-        return infill.response(body, entry, jobs, prompt, choices, started)
+        return await whole_answer(http_request, jobs,
+                                  lambda choices: infill.response(body, entry, jobs, prompt, choices, started))
 
 
 # --- /lora-adapters -----------------------------------------------------------------------------

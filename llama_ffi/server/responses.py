@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from ..errors import ContextOverflowError, ValidationError
 from ..generation.sampling import SamplingParams
 from . import chat
-from .errors import describe, error_body, json_response
-from .generation import SSE_HEADERS, ClientGone, unless_disconnected
+from .errors import describe
+from .generation import SSE_HEADERS, whole_answer
 from .registry import Registry
 from .schemas import ChatRequest
 
@@ -513,10 +513,5 @@ def register(api: FastAPI, registry: Registry) -> None:
             state = _Events(shape)
             return StreamingResponse(_sse_stream(state, _stream_events(state, chat_body, entry, jobs, request), jobs),
                                      media_type="text/event-stream", headers=SSE_HEADERS)
-        try:
-            choices = await unless_disconnected(http_request, jobs.collect())
-        except ClientGone:
-            return json_response(499, error_body("client closed the connection"))
-        finally:
-            jobs.close()
-        return response(shape, chat.response(chat_body, entry, jobs, request, choices))
+        return await whole_answer(http_request, jobs,
+                                  lambda choices: response(shape, chat.response(chat_body, entry, jobs, request, choices)))
