@@ -279,3 +279,19 @@ def test_slot_files_are_llama_cpps_sequence_state_files(context, model, tmp_path
     assert theirs.read_bytes() == ours.read_bytes()
     assert context.load_seq_state_file(theirs, 2) == tokens
     assert context.memory_seq_pos_range(2) == (0, len(tokens) - 1)
+
+
+def test_metrics_label_slot_actions_by_route_template(server):
+    """/slots/0 and /slots/1 count under one label, not one per slot id (nor "other")."""
+    url, _ = server
+
+    def count() -> float:
+        text = httpx.get(url + "/metrics", timeout=30).text
+        line = [x for x in text.splitlines() if x.startswith('llama_ffi_http_requests_total{path="/slots/{id_slot}",status="200"}')]
+        return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
+
+    before = count()
+    assert action(url, 0, "erase").status_code == 200
+    assert action(url, 1, "erase").status_code == 200
+    assert count() == before + 2
+    assert 'path="/slots/0"' not in httpx.get(url + "/metrics", timeout=30).text

@@ -49,7 +49,10 @@ class HttpCounter:
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
-                path = scope["path"] if scope["path"] in self.paths else "other"
+                # the matched route's template ("/slots/{id_slot}"), so a path parameter
+                # does not make a label per value; unknown paths are "other"
+                path = getattr(scope.get("route"), "path", scope["path"])
+                path = path if path in self.paths else "other"
                 self.counts[(path, message["status"])] += 1
             await send(message)
 

@@ -43,7 +43,7 @@ from .schemas import LoraScale
 
 __all__ = ["ROUTES", "register"]
 
-ROUTES = frozenset({"/slots", "/infill", "/lora-adapters"})  # /metrics labels: exact paths (/slots/0 is "other")
+ROUTES = frozenset({"/slots", "/slots/{id_slot}", "/infill", "/lora-adapters"})  # /metrics labels: route templates
 _STRICT = ConfigDict(strict=True, extra="forbid")
 # A slot file name: a plain name in the save folder, never a path.
 _FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
