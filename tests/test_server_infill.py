@@ -113,7 +113,8 @@ def test_same_request_same_answer_and_stream_agrees(server):
 
 @pytest.mark.parametrize("body", [{"input_extra": "x"}, {"input_extra": [{"filename": "a"}]},
                                   {"input_extra": [{"text": 1}]}, {"input_prefix": 5}, {"n": 2},
-                                  {"max_tokens": 0}, {"unknown": 1}, {"temperature": -1}])
+                                  {"max_tokens": 0}, {"unknown": 1}, {"temperature": -1},
+                                  {"lora": [{"id": 0, "scale": 1.0}]}])  # this model has no adapters: not ignored
 def test_bad_bodies_are_400(server, body):
     out = infill(server, **body)
     assert out.status_code == 400, out.text

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ValidationError
-from .generation import Choice, Jobs, grammar_of, sampling_params, speculative_of, stop_list
+from .generation import Choice, Jobs, grammar_of, lora_of, sampling_params, speculative_of, stop_list
 from .schemas import _Sampling
 
 __all__ = ["InfillRequest", "fim_prompt", "response", "stream", "submit"]
@@ -85,6 +85,7 @@ def fim_prompt(vocab, prefix: str, suffix: str, extra: list[tuple[str, str]], pr
 def submit(body: InfillRequest, entry) -> tuple[Jobs, list[int]]:
     context = entry.engine.context
     speculative = speculative_of(body, entry.settings)  # its 400s before the model's FIM tokens are looked up
+    loras = lora_of(body, entry)
     max_tokens = body.max_tokens if body.max_tokens is not None else body.n_predict
     if max_tokens is not None and max_tokens <= 0:
         max_tokens = None  # llama-server's -1 (and 0): as long as the context allows
@@ -93,7 +94,7 @@ def submit(body: InfillRequest, entry) -> tuple[Jobs, list[int]]:
                         n_batch=context.n_batch, n_ctx=context.n_ctx_seq, n_predict=max(0, max_tokens or 0))
     spec = {"sampling": sampling_params(body, entry.vocab, 0), "max_tokens": max_tokens,
             "stop": stop_list(body.stop), "grammar": grammar_of(body),
-            "speculative": speculative}
+            "speculative": speculative, "loras": loras}
     return Jobs(entry).submit([(tokens, spec)]), tokens
 
 
