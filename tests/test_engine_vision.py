@@ -8,6 +8,7 @@ tests/test_llama_vision.py, which also skips cleanly when libmtmd is not built.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import pytest
@@ -185,6 +186,10 @@ def test_server_refusals_are_400_and_the_server_lives_on(server, tmp_path):
     error_of(chat(server, [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x"}},
                                                          {"type": "image_url", "image_url": {"url": data_uri(png)}}]}]),
              "not supported")
+    wav = b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(28)
+    audio = [{"role": "user", "content": [{"type": "text", "text": "Listen."}, {"type": "input_audio", "input_audio": {
+        "data": base64.b64encode(wav).decode(), "format": "wav"}}]}]
+    error_of(chat(server, audio), "no audio encoder")  # the test projector has vision only
     # alive, for text and for images
     assert chat(server, [{"role": "user", "content": "Say hi."}], max_tokens=3, seed=1).status_code == 200
     assert chat(server, image_chat(data_uri(png)), max_tokens=3, seed=1).status_code == 200
