@@ -19,14 +19,14 @@ from typing import AsyncIterator, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ClosedError, ContextOverflowError, GenerationError, OverloadedError
+from ..errors import ClosedError, ContextOverflowError, GenerationError, OverloadedError, ValidationError
 from ..generation.results import usage
 from ..generation.sampling import SamplingParams
 from ..generation.drafting import SpeculativeOptions
 from ..generation.spec import budget, prepare
 from ..native import Context, ContextParams, Model, ModelParams
 from ..native.devices import has_gpu
-from .request import Event, Request
+from .request import MEDIA_CELL, Event, Request
 from .scheduler import Scheduler
 
 
@@ -66,6 +66,9 @@ class EngineConfig:
     # the context switches. Once one has waited this many steps, no new request of the
     # current set is admitted; the running ones finish and the context switches.
     lora_switch_after: int = 64
+    # A multimodal projector (GGUF) for image/audio requests (``submit(media=...)``); loaded at
+    # construction, closed with the engine. None: text only.
+    mmproj: str | os.PathLike | None = None
 
 
 @dataclass
@@ -101,10 +104,26 @@ class Engine:
             raise ValueError(f"batched_sampling must be 'greedy', 'all' or 'off', got {cfg.batched_sampling!r}")
         if cfg.backend_chain not in ("split", "whole"):
             raise ValueError(f"backend_chain must be 'split' or 'whole', got {cfg.backend_chain!r}")
+        self.mtmd = None
+        if cfg.mmproj is not None:
+            from ..native.mtmd import MtmdContext
+
+            if not Path(cfg.mmproj).is_file():
+                self.context.close()
+                raise ValidationError(f"mmproj file does not exist: {cfg.mmproj}", param="mmproj")
+            try:
+                self.mtmd = MtmdContext(cfg.mmproj, self.model, use_gpu=cfg.n_gpu_layers != 0 and has_gpu(),
+                                        n_threads=cfg.n_threads)
+            except BaseException:
+                self.context.close()
+                raise
+        # libmtmd's context is used by submitters (decoding and tokenizing media) and by the
+        # engine thread (encoding): this lock keeps them apart
+        self.media_lock = threading.Lock()
         self.scheduler = Scheduler(self.context, backend_sampling=bool(backend),
                                    split_chains=cfg.backend_chain == "split",
                                    batched_sampling=batched, spec_max_running=cfg.spec_max_running,
-                                   lora_switch_after=cfg.lora_switch_after)
+                                   lora_switch_after=cfg.lora_switch_after, media_lock=self.media_lock)
         self.name = Path(getattr(self.model, "path", "model")).name
         self._inbox: list[Request] = []
         self._lock = threading.Lock()
@@ -119,7 +138,8 @@ class Engine:
     # --- submission --------------------------------------------------------------------------
     def submit(self, prompt: str | Sequence[int], *, sampling: SamplingParams | None = None,
                max_tokens: int | None = None, stop=None, stop_tokens: Sequence[int] = (),
-               grammar=None, logprobs: int | None = None, speculative=None, loras=None, sink=None) -> Request:
+               grammar=None, logprobs: int | None = None, speculative=None, loras=None, sink=None,
+               media=None) -> Request:
         """Queue a request; ``sink(event)`` is called on the engine thread for its output.
 
         Checked and tokenized as ``Llama`` does it (``generation.prepare``): ``max_tokens``
@@ -127,9 +147,28 @@ class Engine:
         context; ``stop`` holds strings and/or token ids. ``speculative``: True or
         ``{"n_max": 16, "n_min": 0}`` drafts by prompt lookup (generation.drafting.SpeculativeOptions).
         ``loras``: ``{LoraAdapter: scale}`` for this request alone (adapters left out are off);
-        None takes the engine's default set at submission (:meth:`set_loras`)."""
+        None takes the engine's default set at submission (:meth:`set_loras`).
+
+        ``media``: a ``llama_ffi.llama.vision.MediaPrompt`` built with this engine's projector
+        (``media_prompt(engine.mtmd, ...)`` under ``engine.media_lock``); ``prompt`` is then
+        ignored. The engine owns it from here and closes it. Version 1, kept simple: when the
+        request is admitted, its text prefix and media chunks are evaluated into its slot's
+        sequence in one go on the engine thread (``eval_chunks``), so the other streams wait
+        for that (about one prefill step per image); from then on it decodes in the shared
+        batches like any request (host sampling, no speculation). It reuses no cached prefix,
+        and is never preempted: when the cache is full it ends with ``length``."""
         if self._closed:
+            if media is not None:
+                media.close()
             raise ClosedError("engine is closed")
+        if media is not None:
+            try:
+                return self._submit_media(media, sampling=sampling, max_tokens=max_tokens, stop=stop,
+                                          stop_tokens=stop_tokens, grammar=grammar, logprobs=logprobs, loras=loras,
+                                          sink=sink)
+            except BaseException:
+                media.close()
+                raise
         max_tokens = self.config.max_tokens_default if max_tokens is None else max_tokens
         spec = prepare(self.model.vocab, prompt, sampling=sampling, max_tokens=max_tokens, stop=stop,
                        grammar=grammar, logprobs=logprobs)
@@ -143,6 +182,37 @@ class Engine:
                                        n_tokens=len(tokens), n_ctx=n_ctx, param="prompt")
         request = Request(prompt=tokens, spec=spec, max_tokens=budget(spec.max_tokens, n_ctx - len(tokens)),
                           sink=sink or (lambda e: None), speculative=speculative, loras=lora_set)
+        return self._queue(request)
+
+    def _submit_media(self, media, *, sampling, max_tokens, stop, stop_tokens, grammar, logprobs, loras,
+                      sink) -> Request:
+        if self.mtmd is None:
+            raise ValidationError("this engine has no projector (mmproj): it cannot take images or audio",
+                                  param="messages")
+        if getattr(media.chunks, "mtmd", None) is not self.mtmd:
+            raise ValidationError("the media prompt was built with another projector", param="media")
+        last = media.chunks[len(media.chunks) - 1]
+        if last.type != "text" or not last.tokens:
+            raise ValidationError("the prompt must end with text after the last image or audio clip",
+                                  param="messages")
+        max_tokens = self.config.max_tokens_default if max_tokens is None else max_tokens
+        # checked and tokenized as text: the prefix and the last token (which is decoded again
+        # in the batch for its logits); the cells between are media (MEDIA_CELL)
+        spec = prepare(self.model.vocab, list(media.prefix) + [last.tokens[-1]], sampling=sampling,
+                       max_tokens=max_tokens, stop=stop, grammar=grammar, logprobs=logprobs)
+        spec.stop_tokens |= frozenset(int(t) for t in self.model.vocab.check_tokens(list(stop_tokens)))
+        lora_set = self.scheduler.default_loras if loras is None else self.scheduler.lora_sets.get(loras)
+        tokens = np.asarray(list(media.prefix) + [MEDIA_CELL] * (media.n_pos - 1) + [last.tokens[-1]], dtype=np.int32)
+        n_ctx = self.context.n_ctx_seq
+        if len(tokens) >= n_ctx:
+            raise ContextOverflowError(f"prompt of {len(tokens)} positions (images included) does not fit the "
+                                       f"context of {n_ctx}", n_tokens=len(tokens), n_ctx=n_ctx, param="messages")
+        request = Request(prompt=tokens, spec=spec, max_tokens=budget(spec.max_tokens, n_ctx - len(tokens)),
+                          sink=sink or (lambda e: None), loras=lora_set, media=media)
+        return self._queue(request)
+
+    def _queue(self, request: Request) -> Request:
+        tokens = request.prompt
         with self._lock:
             waiting = len(self._inbox) + len(self.scheduler.queue)
             if waiting >= self.config.max_queued_requests or self._queued_tokens + len(tokens) > self.config.max_queued_tokens:
@@ -316,6 +386,10 @@ class Engine:
         for _, future in calls:  # queued after the thread's last look
             if future.set_running_or_notify_cancel():
                 future.set_exception(ClosedError("engine is closed"))
+        for request in [*self.scheduler.queue, *self._inbox]:  # never admitted: their chunks are still held
+            request.close_media()
+        if self.mtmd is not None:
+            self.mtmd.close()
         self.context.close()
         if self._owns_model:
             self.model.close()

@@ -13,6 +13,8 @@ import numpy as np
 
 from ..generation.spec import GenerationSpec
 
+MEDIA_CELL = -1  # a KV cell filled by an image or audio embedding: no token id equals it
+
 _ids = itertools.count(1)
 
 
@@ -57,6 +59,9 @@ class Request:
     drafter: object = None  # its PromptLookupDrafter, from the first admission on
     n_drafted: int = 0  # draft tokens checked by the model, and those it kept
     n_draft_accepted: int = 0
+    # a MediaPrompt (llama.vision): its prefix tokens and libmtmd chunks, evaluated at admission;
+    # ``prompt`` then holds MEDIA_CELL for each cell a chunk fills (see Scheduler._admit_media)
+    media: object = None
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -85,7 +90,12 @@ class Request:
 
     @property
     def n_prompt(self) -> int:
-        return self.n_submitted
+        """Prompt tokens for ``usage``: an image counts its embeddings."""
+        return self.n_submitted if self.media is None else self.media.n_tokens
+
+    def close_media(self) -> None:
+        if self.media is not None:
+            self.media.close()
 
     @property
     def resumed_tokens(self) -> np.ndarray:

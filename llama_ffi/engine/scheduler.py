@@ -23,6 +23,7 @@ a switch keeps each set's prefixes across the switches of alternating traffic.
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ from ..generation.drafting import PromptLookupDrafter
 from ..generation.output import SequenceOutput, log_softmax
 from ..native import Batch
 from .adapters import AdapterSets
-from .request import Event, Request, State
+from .request import MEDIA_CELL, Event, Request, State
 from .slots import Slot, SlotTable
 
 EXPECTED_NEW_TOKENS = 128  # cells kept free for each request to grow into (at most max_tokens)
@@ -79,7 +80,8 @@ class Scheduler:
     """Owns one Context. Not thread-safe: the engine thread alone calls ``step``."""
 
     def __init__(self, context, *, backend_sampling: bool, split_chains: bool = True,
-                 batched_sampling: str = "greedy", spec_max_running: int = 4, lora_switch_after: int = 64) -> None:
+                 batched_sampling: str = "greedy", spec_max_running: int = 4, lora_switch_after: int = 64,
+                 media_lock=None) -> None:
         self.ctx = context
         self.vocab = context.model.vocab
         self.pieces = self.vocab.pieces
@@ -101,6 +103,7 @@ class Scheduler:
         self.lora_switch_after = lora_switch_after
         self._other_set_since: int | None = None  # step since which a request of another set waits
         self._settled = False  # the last scan admitted all it could; nothing arrived since
+        self.media_lock = media_lock or contextlib.nullcontext()
 
     # --- LoRA adapter sets ---------------------------------------------------------------
     def set_default_loras(self, lora_set: frozenset) -> None:
@@ -137,6 +140,7 @@ class Scheduler:
             self.ctx.set_loras(AdapterSets.scales(self.active_loras))
             for request in [r for r in queue if r.loras is target]:
                 queue.remove(request)
+                request.close_media()
                 request.state = State.FINISHED
                 request.sink(Event(finish_reason="error", error=exc))
             return
@@ -182,6 +186,7 @@ class Scheduler:
             try:
                 admitted = self._try_admit(request, deferred)
             except Exception as exc:  # noqa: BLE001 - e.g. a sampler llama.cpp refuses: this request fails alone
+                request.close_media()
                 request.state = State.FINISHED
                 request.sink(Event(finish_reason="error", error=exc))
                 continue
@@ -199,6 +204,8 @@ class Scheduler:
 
     def _try_admit(self, request: Request, deferred: list) -> bool:
         """False when no slot or cells are free (stop admitting); deferral is not failure."""
+        if request.media is not None:
+            return self._admit_media(request)
         prompt = request.prompt
         match = self.slots.best_prefix(prompt, request.loras)
         if match is not None and match.slot.busy and match.slot.n_past < min(match.length, len(prompt) - 1):
@@ -230,6 +237,56 @@ class Scheduler:
         self._start(request, slot, reuse, shared, chains)
         return True
 
+    def _admit_media(self, request: Request) -> bool:
+        """Evaluate a media request's prefix and chunks into a slot now (``eval_chunks``, one
+        call: the step waits for it), all but its last token, which the next batch decodes
+        again for the logits its sampling reads. No cached prefix is reused."""
+        from ..native.mtmd import eval_chunks
+
+        slot = self.slots.pick_for(None)
+        if slot is None:
+            return False
+        prompt = request.prompt
+        if self.ctx.n_streams == 1 and self.running and \
+                self._reserved() + len(prompt) + self._growth(request) > self.ctx.n_ctx:
+            return False
+        chains = self._chains(request)
+        media = request.media
+        try:
+            self._evict(slot)
+            for attempt in (0, 1):
+                try:
+                    end = self._eval_media(media, slot.seq_id, eval_chunks)
+                    break
+                except Exception:
+                    self.ctx.memory_seq_rm(slot.seq_id)
+                    if attempt or not self._evict_cached_prefixes(len(prompt)):
+                        raise
+            if end != len(prompt):
+                raise RuntimeError(f"the media prompt took {end} positions, expected {len(prompt)}")
+            self.ctx.memory_seq_rm(slot.seq_id, end - 1, -1)
+        except BaseException:
+            self._evict(slot)
+            self._close_chains_of(*chains)
+            raise
+        finally:
+            request.close_media()
+        self._start(request, slot, len(prompt) - 1, 0, chains, cached=0)
+        return True
+
+    def _eval_media(self, media, seq_id: int, eval_chunks) -> int:
+        """Decode the text prefix (no logits), then the chunks; returns the next position."""
+        prefix = np.asarray(media.prefix, dtype=np.int32)
+        batch = self.batch
+        for start in range(0, len(prefix), batch.capacity):
+            batch.clear()
+            part = prefix[start: start + batch.capacity]
+            batch.add(part, start, seq_id, logits="none")
+            self.ctx.decode(batch)
+        batch.clear()
+        with self.media_lock:
+            return eval_chunks(self.ctx, media.chunks, len(prefix), seq_id=seq_id, logits_last=False)
+
     def _copy_prefix(self, source: Slot, target: Slot, n: int) -> None:
         if self.ctx.n_streams == 1:  # shared cells: no data moves
             self.ctx.memory_seq_cp(source.seq_id, target.seq_id, 0, n)
@@ -243,7 +300,7 @@ class Scheduler:
         slot.set_tokens(np.zeros(0, dtype=np.int32))
         slot.n_past = 0
 
-    def _start(self, request: Request, slot: Slot, reuse: int, shared: int, chains) -> None:
+    def _start(self, request: Request, slot: Slot, reuse: int, shared: int, chains, cached: int | None = None) -> None:
         chain, device_chain = chains
         slot.set_tokens(request.prompt)
         slot.n_past = reuse
@@ -252,9 +309,9 @@ class Scheduler:
         SlotTable.touch(slot)
         request.state = State.PREFILL
         if request.first_token_at is None:  # a resumed request was counted already
-            request.n_cached = reuse
-            self.counters.prompt_tokens += request.n_submitted
-            self.counters.cached_prompt_tokens += reuse
+            request.n_cached = reuse if cached is None else cached
+            self.counters.prompt_tokens += request.n_prompt
+            self.counters.cached_prompt_tokens += request.n_cached
         spec = request.spec
         if request.output is None:  # a resumed request goes on with its output (held text too)
             request.output = SequenceOutput(self.pieces, spec.stop, spec.logprobs)
@@ -284,9 +341,12 @@ class Scheduler:
             if request.row_sampler is None:
                 request.row_sampler = RowSampler(spec.sampling)
             return request.row_sampler, None
-        host, device = build_chains(request.spec, self.vocab, on_gpu=self.backend_sampling, split=self.split_chains)
+        media = request.media is not None
+        host, device = build_chains(request.spec, self.vocab, on_gpu=self.backend_sampling and not media,
+                                    split=self.split_chains)
         try:
-            prime(host, request.spec, request.prompt, request.resumed_tokens)
+            prompt = request.prompt[request.prompt != MEDIA_CELL] if media else request.prompt
+            prime(host, request.spec, prompt, request.resumed_tokens)
         except BaseException:
             self._close_chains_of(host, device)
             raise
@@ -473,6 +533,7 @@ class Scheduler:
         request.sink(Event(text=tail, finish_reason=reason))
 
     def _emit_finish(self, request: Request, reason: str) -> None:
+        request.close_media()
         request.state = State.FINISHED
         request.sink(Event(finish_reason=reason))
 
@@ -495,11 +556,13 @@ class Scheduler:
     def _preempt_newest(self) -> None:
         """The cache is full: free the newest request's cells and queue it to resume."""
         self.counters.preemptions += 1
-        victim = self.running[-1]
-        request, slot = victim.request, victim.slot
-        if len(self.running) == 1:
-            self._finish(victim, "length")  # even alone it does not fit: end it cleanly
+        # a media request cannot be resumed from its tokens (its media cells are no tokens)
+        resumable = [r for r in self.running if r.request.media is None]
+        if len(self.running) == 1 or not resumable:
+            self._finish(self.running[-1], "length")  # even alone it does not fit: end it cleanly
             return
+        victim = resumable[-1]
+        request, slot = victim.request, victim.slot
         self._close_chains(victim)
         self.ctx.memory_seq_rm(slot.seq_id)
         resume = np.concatenate([slot.tokens[: slot.n_past], [victim.last_token]]).astype(np.int32) \

@@ -129,6 +129,7 @@ def _other_routes(api: FastAPI, registry: Registry) -> None:
     async def list_models():
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": e.created, "owned_by": "llama_ffi",
+             "modalities": extras.modalities(e),
              "meta": {"n_ctx": e.engine.context.n_ctx, "n_parallel": e.engine.context.n_seq_max,
                       "n_vocab": e.vocab.n_tokens}} for name, e in registry.entries.items()]}
 

@@ -20,7 +20,9 @@ from ..chat.pipeline import (
     merge_stops,
     top_logprobs,
 )
+from ..chat.media import MEDIA_PARTS, extract_media, has_media
 from ..errors import GrammarError, ValidationError
+from ..llama.vision import media_prompt
 from ..generation.output import chat_logprobs
 from ..generation.results import usage
 from .generation import Choice, Jobs, grammar_of, lora_of, sampling_params, speculative_of, stop_list, timings_of
@@ -30,7 +32,9 @@ _CHAT_FIELDS = ("tools", "tool_choice", "functions", "function_call", "response_
                 "chat_template_kwargs")
 
 
-def _messages(body: ChatRequest) -> list[dict]:
+def _messages(body: ChatRequest, entry=None) -> list[dict]:
+    """The messages as the chat pipeline takes them. With ``entry`` (the chat route), image
+    and audio parts stay in place for a model with a projector (``media_messages``)."""
     out = []
     for i, message in enumerate(body.messages):
         m = message.model_dump(exclude_unset=True)
@@ -42,11 +46,63 @@ def _messages(body: ChatRequest) -> list[dict]:
                                   + (" without tool_calls" if m["role"] == "assistant" else ""), param="messages")
         if isinstance(m.get("content"), list):
             parts = m["content"]
+            if entry is not None and any(p.get("type") in MEDIA_PARTS for p in parts):
+                _check_media_parts(entry, parts, i)
+                out.append(m)
+                continue
             if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in parts):
                 raise ValidationError(f"messages[{i}].content: only text parts are supported", param="messages")
             m["content"] = "\n".join(p["text"] for p in parts)
         out.append(m)
     return out
+
+
+def _check_media_parts(entry, parts: list[dict], i: int) -> None:
+    if getattr(entry.engine, "mtmd", None) is None:
+        raise ValidationError(f"messages[{i}]: this model has no projector (mmproj): it cannot read image or audio "
+                              "parts", param="messages")
+    for j, part in enumerate(parts):
+        kind = part.get("type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise ValidationError(f"messages[{i}].content[{j}]: a text part needs a 'text' string",
+                                      param="messages")
+        elif kind == "image_url":
+            spec = part.get("image_url")
+            url = spec.get("url") if isinstance(spec, dict) else spec
+            if isinstance(url, str) and not url.startswith("data:"):
+                # the client sends the bytes: this server neither reads its own files for a
+                # client nor fetches URLs for it
+                raise ValidationError(f"messages[{i}].content[{j}]: image_url must be a data URI "
+                                      "(data:image/png;base64,...); file paths and http(s) URLs are refused",
+                                      param="messages")
+        elif kind not in MEDIA_PARTS:
+            raise ValidationError(f"messages[{i}].content[{j}]: part type {kind!r} is not supported (text, "
+                                  "image_url, input_audio)", param="messages")
+
+
+def _media_prompts(entry, messages: list[dict], n: int):
+    """(messages with media markers, a function rendering ``n`` MediaPrompts from the prompt
+    text) or (messages, None) for a text-only chat."""
+    if not has_media(messages):
+        return messages, None
+    engine, settings = entry.engine, entry.settings
+    messages, items = extract_media(messages, engine.mtmd.marker, max_bytes=settings.max_media_bytes,
+                                    max_items=settings.max_media_items)
+
+    def prompts(text: str, add_bos: bool) -> list:
+        built = []
+        try:
+            for _ in range(n):  # one per choice: the engine owns (and frees) each request's chunks
+                with engine.media_lock:
+                    built.append(media_prompt(engine.mtmd, entry.vocab, text, items, add_bos=add_bos))
+        except BaseException:
+            for media in built:
+                media.close()
+            raise
+        return built
+
+    return messages, prompts
 
 
 def _chat_options(body: ChatRequest) -> dict[str, Any]:
@@ -60,23 +116,34 @@ def _chat_options(body: ChatRequest) -> dict[str, Any]:
 
 def submit(body: ChatRequest, entry, prefill: str = "") -> tuple[Jobs, Any]:
     """``prefill``: text the answer continues (after the generation prompt), not part of it."""
+    messages, media_prompts = _media_prompts(entry, _messages(body, entry), body.n)
     try:
-        request = build_chat(entry.model, entry.settings.chat_format, _messages(body), _chat_options(body))
+        request = build_chat(entry.model, entry.settings.chat_format, messages, _chat_options(body))
     except GrammarError as exc:  # a schema we cannot compile: name the field it came from
         exc.param = exc.param or ("response_format" if body.response_format is not None else "tools")
         raise
     grammar = request.grammar_for(grammar_of(body))
     stops = merge_stops(stop_list(body.stop), request.stops) or []
-    tokens = entry.vocab.tokenize(request.prompt + prefill, add_special=request.add_bos, parse_special=True)
+    tokens = "" if media_prompts is not None else \
+        entry.vocab.tokenize(request.prompt + prefill, add_special=request.add_bos, parse_special=True)
     max_tokens = (body.max_completion_tokens or body.max_tokens or entry.settings.max_tokens_default
                   or entry.engine.context.n_ctx_seq)
     logprobs = top_logprobs(body.top_logprobs) if body.logprobs else None
     speculative = speculative_of(body, entry.settings)
     loras = lora_of(body, entry)
-    specs = [(tokens, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens, "stop": stops,
-                       "grammar": grammar, "logprobs": logprobs, "speculative": speculative, "loras": loras})
-             for j in range(body.n)]
-    return Jobs(entry).submit(specs), request
+    media = media_prompts(request.prompt + prefill, request.add_bos) if media_prompts is not None else [None] * body.n
+    jobs = Jobs(entry)
+    try:
+        specs = [(tokens, {"sampling": sampling_params(body, entry.vocab, j), "max_tokens": max_tokens, "stop": stops,
+                           "grammar": grammar, "logprobs": logprobs, "loras": loras,
+                           **({"media": media[j]} if media[j] is not None else {"speculative": speculative})})
+                 for j in range(body.n)]
+        return jobs.submit(specs), request
+    except BaseException:
+        for item in media[len(jobs.requests):]:  # those the engine does not own (yet)
+            if item is not None:
+                item.close()
+        raise
 
 
 class _Shape:

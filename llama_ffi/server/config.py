@@ -31,7 +31,7 @@ _IGNORED_MODEL_KEYS = frozenset({
     "verbose", "use_mmap", "use_mlock", "main_gpu", "tensor_split", "vocab_only", "kv_overrides",
     "rpc_servers", "seed", "rope_scaling_type", "rope_freq_base", "rope_freq_scale", "yarn_ext_factor",
     "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx", "mul_mat_q", "logits_all",
-    "offload_kqv", "last_n_tokens_size", "lora_base", "lora_path", "numa", "chat_handler", "clip_model_path",
+    "offload_kqv", "last_n_tokens_size", "lora_base", "lora_path", "numa", "chat_handler",
     "cache", "cache_type", "cache_size", "hf_tokenizer_config_path", "hf_pretrained_model_name_or_path",
     "hf_model_repo_id", "draft_model", "draft_model_num_pred_tokens", "type_k", "type_v", "split_mode",
     "n_threads_batch", "embedding"})
@@ -67,6 +67,11 @@ class ModelSettings:
     draft_max: int = 16
     draft_min: int = 0
     spec_max_running: int = 4
+    # A multimodal projector (llama-server's --mmproj; llama-cpp-python's clip_model_path): with
+    # it, chat messages may hold image_url (data URIs) and input_audio parts, within these limits.
+    mmproj: str | None = None
+    max_media_bytes: int = 20 << 20
+    max_media_items: int = 16
 
     @property
     def name(self) -> str:
@@ -80,7 +85,9 @@ class ModelSettings:
         values = {k: v for k, v in raw.items() if k in known}
         if "n_seq_max" in raw:
             values["n_parallel"] = raw["n_seq_max"]
-        for key in sorted(set(raw) - known - {"n_seq_max"}):
+        if raw.get("clip_model_path") is not None and raw.get("mmproj") is None:
+            values["mmproj"] = raw["clip_model_path"]
+        for key in sorted(set(raw) - known - {"n_seq_max", "clip_model_path"}):
             if key not in _IGNORED_MODEL_KEYS:
                 raise ValidationError(f"{where}: unknown model key {key!r}", param="models")
             log.info("%s: model key %r has no effect in llama_ffi", where, key)
@@ -89,7 +96,8 @@ class ModelSettings:
         return settings
 
     def validate(self, where: str = "model") -> None:
-        for name in ("n_ctx", "n_parallel", "n_batch", "n_ubatch", "max_queued_requests", "max_tokens_default"):
+        for name in ("n_ctx", "n_parallel", "n_batch", "n_ubatch", "max_queued_requests", "max_tokens_default",
+                     "max_media_bytes", "max_media_items"):
             value = getattr(self, name)
             if value is None and name == "max_tokens_default":
                 continue
@@ -97,6 +105,8 @@ class ModelSettings:
                 raise ValidationError(f"{where}: {name} must be a positive integer, got {value!r}", param=name)
         if not Path(self.model).is_file():
             raise ValidationError(f"{where}: model file not found: {self.model}", param="model")
+        if self.mmproj is not None and (not isinstance(self.mmproj, str) or not Path(self.mmproj).is_file()):
+            raise ValidationError(f"{where}: mmproj file not found: {self.mmproj}", param="mmproj")
         self.lora = self.lora_entries(where)
         self.speculative_options(where)
 
@@ -131,7 +141,7 @@ class ModelSettings:
                             kv_unified=bool(self.kv_unified),
                             n_threads=self.n_threads, max_queued_requests=self.max_queued_requests,
                             max_tokens_default=self.max_tokens_default or self.n_ctx,
-                            spec_max_running=self.spec_max_running)
+                            spec_max_running=self.spec_max_running, mmproj=self.mmproj)
 
 
 @dataclass(kw_only=True)
@@ -211,6 +221,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         "stream of n_ctx/parallel cells each: faster for many short requests")
     p.add_argument("-ngl", "--n-gpu-layers", type=int, default=None, help="layers to offload (default: all on a GPU)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--mmproj", default=None, help="multimodal projector GGUF for --model: image/audio chat parts")
     p.add_argument("--chat-format", default=None, help="a named chat format instead of the GGUF template")
     p.add_argument("--max-queued-requests", type=int, default=None, help="queue size before 503 (default 1024)")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
@@ -247,7 +258,8 @@ def parse_args(argv: list[str] | None, prog: str = "llama-ffi serve") -> ServerS
                                     "kv_unified": args.kv_unified, "lora": args.lora,
                                     "spec_default": args.spec_default, "draft_max": args.draft_max,
                                     "draft_min": args.draft_min,
-                                    "spec_max_running": args.spec_max_running}.items() if v is not None}
+                                    "spec_max_running": args.spec_max_running,
+                                    "mmproj": args.mmproj}.items() if v is not None}
     if args.model:
         models.insert(0, ModelSettings.from_dict({"model": args.model, "model_alias": args.model_alias, **cli_model},
                                                  "--model"))

@@ -61,6 +61,12 @@ def _tokens(entry: ModelEntry, text: str) -> list[int]:
     return entry.vocab.tokenize(text, add_special=True, parse_special=True)
 
 
+def modalities(entry: ModelEntry) -> dict:
+    """What the model's projector reads (nothing without one)."""
+    mtmd = getattr(entry.engine, "mtmd", None)
+    return {"vision": bool(mtmd and mtmd.supports_vision), "audio": bool(mtmd and mtmd.supports_audio)}
+
+
 def _props(entry: ModelEntry, n_slots: int) -> dict:
     from ..native import system_info
 
@@ -75,7 +81,7 @@ def _props(entry: ModelEntry, n_slots: int) -> dict:
         "model_path": entry.settings.model,
         "chat_template": entry.model.chat_template() or "",
         "build_info": f"{info['llama_version']}-{info['ggml_commit']}",
-        "modalities": {"vision": False, "audio": False},
+        "modalities": modalities(entry),
     }
 
 
