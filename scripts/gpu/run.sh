@@ -12,6 +12,10 @@
 #   bench [WHICH]  the harness with --n-gpu-layers 99: WHICH = smollm2 (default), 8b, or all
 #                  (all may not fit in one 10-minute call)
 #   make8b         write the random-weight Llama-3-8B-shaped Q4_K_M (speed only)
+#   spec           speculative decoding on SmolLM2: single stream vs llama-server with the same
+#                  n-gram and draft settings, then the engine at 1, 4, 16, 64 requests, on and off
+#   vision [WHICH] image prompts (a random CLIP-L/336 projector, f16) vs llama-server and
+#                  llama-cpp-python: WHICH = smollm2 (default) or 8b (after make8b)
 #   profile [M]    engine step breakdown, 64 x 128 tokens, on GPU 0 (scripts/bench/engine_profile.py)
 #   multigpu       split_mode tests + throughput over all GPUs (scripts/bench/multi_gpu.py)
 #   soak [N]       scripts/soak.py with all layers on GPU 0: RSS and GPU memory growth
@@ -165,6 +169,34 @@ stage_make8b() {
   ls -la models
 }
 
+stage_spec() {
+  ensure_site || return 1
+  $PY -m scripts.bench.speculative --model "$SMOL" --draft "$SMOL" --n-gpu-layers 99 --server \
+    --repeat "${REPEAT:-3}" > "$OUT/spec-single.log" 2>&1
+  tail -n 25 "$OUT/spec-single.log"
+  $PY -m scripts.bench.speculative --model "$SMOL" --n-gpu-layers 99 --engine "${COUNTS:-1,4,16,64}" \
+    --repeat "${REPEAT:-2}" > "$OUT/spec-engine.log" 2>&1
+  tail -n 10 "$OUT/spec-engine.log"
+}
+
+stage_vision() {
+  ensure_site || return 1
+  local model n_embd extra=()
+  case "${1:-smollm2}" in
+    smollm2) model=$SMOL; n_embd=576 ;;
+    8b) model=$BIG; n_embd=4096; extra=(--chat-format chatml) ;;
+    *) log "vision: unknown model $1"; return 2 ;;
+  esac
+  [ -f "$model" ] || { log "no $model"; return 1; }
+  local proj=models/mmproj-clip-l-336-random-$n_embd.f16.gguf
+  [ -f "$proj" ] || $PY scripts/make_test_mmproj.py "$proj" --shape clip-l-336 --n-embd-text "$n_embd" || return 1
+  $PY -m scripts.bench.vision --model "$model" --mmproj "$proj" --n-gpu-layers 99 --repeat "${REPEAT:-3}" \
+    "${extra[@]}" > "$OUT/vision-${1:-smollm2}.log" 2>&1
+  local r=$?
+  tail -n 12 "$OUT/vision-${1:-smollm2}.log"
+  return $r
+}
+
 stage_profile() {  # where an engine step's time goes (scripts/bench/engine_profile.py)
   ensure_site || return 1
   local model=${1:-$SMOL}
@@ -230,10 +262,10 @@ stage=${1:-}
 shift || true
 case "$stage" in
   model) stage=parts ;&
-  setup|parts|test|bench|make8b|profile|multigpu|soak|wheel)
+  setup|parts|test|bench|make8b|spec|vision|profile|multigpu|soak|wheel)
     { "stage_$stage" "$@"; echo $? > "$OUT/.rc"; } 2>&1 | tee "$OUT/$stage.log"
     rc=$(cat "$OUT/.rc"); rm -f "$OUT/.rc"
     log "stage $stage finished with status $rc" | tee -a "$OUT/$stage.log"
     exit "$rc" ;;
-  *) echo "usage: $0 setup|parts|test|bench [smollm2|8b|all]|make8b|profile [MODEL]|multigpu|soak [N]|wheel" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|parts|test|bench [smollm2|8b|all]|make8b|spec|vision [smollm2|8b]|profile [MODEL]|multigpu|soak [N]|wheel" >&2; exit 2 ;;
 esac

@@ -1,0 +1,283 @@
+"""Image prompts: encode time, time to first token and decode tokens/s, against llama-server's
+multimodal path and llama-cpp-python's ``Llava15ChatHandler``: one model, projector and image.
+
+    python -m scripts.bench.vision --model M.gguf --mmproj P.gguf --n-gpu-layers -1
+
+Every peer answers the same chat request, streamed: one PNG (``--image WxH``, seeded noise) and
+"Describe this image.", ``--n-gen`` tokens, greedy, end-of-generation tokens banned so each
+answer has exactly that many tokens. TTFT is request to first text (image decode, encode and
+prompt); decode t/s is the tokens after the first over the time after it. Each cell is the best
+of ``--repeat`` requests after one warm-up, each request encoding the image again (no prompt
+reuse: ``cache_prompt: false`` for llama-server, a reset for ours). "encode ms" is the image
+encode alone: ours timed around ``MtmdContext.encode``, llama-server's from its "slice encoded
+in" log line; the same libmtmd does the work in every peer.
+
+Peers: ``ours`` (``Llama(mmproj=...)`` in a child), ``ours-server`` (``python -m llama_ffi.server
+--mmproj``), ``llama-server`` and ``llama-server-bs`` (with ``--backend-sampling``), and
+``llama-cpp-python`` (its package over our libllama and libmtmd, see lcpp.py). A peer that
+fails prints why and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+from . import lcpp, proc
+from .env import REPO, VENDOR_BIN, VENDOR_LIB, device
+from .serving import _free_port, _wait_healthy
+
+PROMPT = "Describe this image."
+PEERS = ("ours", "ours-server", "llama-server", "llama-server-bs", "llama-cpp-python")
+
+
+def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
+    """A seeded RGB noise PNG (zlib + struct: no Pillow on the GPU machine)."""
+    import numpy as np
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def messages(image: bytes) -> list[dict]:
+    uri = "data:image/png;base64," + base64.b64encode(image).decode()
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
+                                         {"type": "text", "text": PROMPT}]}]
+
+
+def best(runs: list[dict]) -> dict:
+    return {"ttft_s": min(r["ttft_s"] for r in runs), "decode_tps": max(r["decode_tps"] for r in runs),
+            "tokens": runs[-1]["tokens"], "prompt_tokens": runs[-1].get("prompt_tokens")}
+
+
+def timed_stream(chunks, start: float) -> dict:
+    """TTFT and decode rate of a stream of OpenAI chat chunks (dicts)."""
+    first = last = None
+    n = 0
+    prompt_tokens = None
+    for c in chunks:
+        if c.get("usage"):
+            prompt_tokens = c["usage"].get("prompt_tokens")
+        choices = c.get("choices") or []
+        if choices and (choices[0].get("delta") or {}).get("content"):
+            now = time.perf_counter()
+            first = first if first is not None else now
+            last, n = now, n + 1
+    if first is None:
+        raise RuntimeError("no text came back")
+    return {"ttft_s": first - start, "decode_tps": (n - 1) / (last - first) if n > 1 and last > first else 0.0,
+            "tokens": n, "prompt_tokens": prompt_tokens}
+
+
+# --- children: one process each, the parent never loads libllama -----------------------------
+def child_ours(p: dict) -> dict:
+    from llama_ffi import Llama
+    from llama_ffi.native.mtmd import sniff_media  # noqa: F401  (fails early without libmtmd)
+
+    image = png_bytes(*p["image"])
+    with Llama(p["model"], mmproj=p["mmproj"], n_ctx=p["n_ctx"], n_gpu_layers=p["n_gpu_layers"], verbose=False,
+               chat_format=p.get("chat_format")) as llm:
+        ban = {str(t): -100.0 for t in llm._model.vocab.eog_tokens}
+
+        def one(n_gen: int) -> dict:
+            llm.reset()
+            start = time.perf_counter()
+            stream = llm.create_chat_completion(messages(image), max_tokens=n_gen, temperature=0.0, stream=True,
+                                                logit_bias=ban)
+            return timed_stream(stream, start)
+
+        one(8)
+        runs = [one(p["n_gen"]) for _ in range(p["repeat"])]
+        llm.reset()
+        runs[-1]["prompt_tokens"] = llm.create_chat_completion(messages(image), max_tokens=1)["usage"]["prompt_tokens"]
+        mtmd = llm.mtmd
+        chunks = mtmd.tokenize(f"{mtmd.marker}", [mtmd.bitmap_from_bytes(image)])
+        index = next(i for i, c in enumerate(chunks) if c.type != "text")
+        encode = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            mtmd.encode(chunks, index)
+            encode.append(time.perf_counter() - t0)
+        n_image = chunks[index].n_tokens
+        chunks.close()
+    result = best(runs)
+    result.update(encode_ms=1000 * sorted(encode)[len(encode) // 2], image_tokens=n_image)
+    return result
+
+
+def child_lcpp(p: dict) -> dict:
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Llava15ChatHandler
+
+    image = png_bytes(*p["image"])
+    handler = Llava15ChatHandler(clip_model_path=p["mmproj"], verbose=False)
+    llm = Llama(model_path=p["model"], chat_handler=handler, n_ctx=p["n_ctx"], n_gpu_layers=p["n_gpu_layers"],
+                verbose=False)
+    eog = [t for t in range(llm.n_vocab()) if llm._model.token_is_eog(t)] if hasattr(llm._model, "token_is_eog") \
+        else [llm.token_eos()]
+    ban = {str(t): -100.0 for t in eog}
+
+    def one(n_gen: int) -> dict:
+        llm.reset()
+        start = time.perf_counter()
+        stream = llm.create_chat_completion(messages(image), max_tokens=n_gen, temperature=0.0, repeat_penalty=1.0,
+                                            stream=True, logit_bias=ban)
+        return timed_stream(stream, start)
+
+    one(8)
+    result = best([one(p["n_gen"]) for _ in range(p["repeat"])])
+    llm.reset()
+    result["prompt_tokens"] = llm.create_chat_completion(messages(image), max_tokens=1)["usage"]["prompt_tokens"]
+    return result
+
+
+def run_child(kind: str, p: dict, env: dict | None = None) -> dict:
+    done = proc.run([sys.executable, "-m", "scripts.bench.vision", "--child", kind, json.dumps(p)], env=env,
+                    timeout=900)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(proc.MARKER) and done.returncode == 0:
+            return json.loads(line[len(proc.MARKER):])
+    raise proc.WorkerError(f"{kind}: {done.describe()}")
+
+
+# --- servers: the same request over HTTP -----------------------------------------------------
+def server_command(peer: str, p: dict, port: int) -> list[str]:
+    common = ["-m", p["model"], "--mmproj", p["mmproj"], "--port", str(port), "-c", str(p["n_ctx"]), "-np", "1",
+              "-ngl", str(p["n_gpu_layers"])]
+    if peer == "ours-server":
+        return [sys.executable, "-m", "llama_ffi.server", *common, "-a", "m",
+                *(["--chat-format", p["chat_format"]] if p.get("chat_format") else [])]
+    binary = VENDOR_BIN / "llama-server"
+    if not binary.exists():
+        raise FileNotFoundError("llama-server not built (scripts/build_libllama.py --tools all)")
+    return [str(binary), *common, "--host", "127.0.0.1", "--no-webui", "-fa", "on",
+            *(["--chat-template", p["chat_format"]] if p.get("chat_format") else []),
+            *(["--backend-sampling"] if peer == "llama-server-bs" else [])]
+
+
+def measure_server(peer: str, p: dict, eog: list[int]) -> dict:
+    import httpx
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    image = png_bytes(*p["image"])
+    body = {"model": "m", "messages": messages(image), "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True}, "logit_bias": {str(t): -100 for t in eog}}
+    if peer != "ours-server":  # llama-server's own field; ours never reuses an image's cells anyway
+        body["cache_prompt"] = False
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(server_command(peer, p, port), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+        try:
+            _wait_healthy(url, server, timeout=300)
+
+            def one(n_gen: int) -> dict:
+                start = time.perf_counter()
+                with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "max_tokens": n_gen},
+                                  timeout=600) as response:
+                    if response.status_code != 200:
+                        raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:300]!r}")
+                    lines = (json.loads(x[6:]) for x in response.iter_lines()
+                             if x.startswith("data: ") and x != "data: [DONE]")
+                    return timed_stream(lines, start)
+
+            one(8)
+            result = best([one(p["n_gen"]) for _ in range(p["repeat"])])
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        log.seek(0)
+        encoded = [int(m) for m in re.findall(rb"slice encoded in (\d+) ms", log.read())]
+    if encoded:
+        result["encode_ms"] = sorted(encoded)[len(encoded) // 2]
+    return result
+
+
+def eog_tokens(model: str) -> list[int]:
+    done = proc.run([sys.executable, "-c", "import sys, json; from llama_ffi import Model; "
+                     "m = Model.load(sys.argv[1], n_gpu_layers=0, vocab_only=True); "
+                     "print(json.dumps(sorted(m.vocab.eog_tokens)))", model])
+    if done.returncode:
+        raise proc.WorkerError(f"reading the vocabulary: {done.describe()}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model")
+    ap.add_argument("--mmproj")
+    ap.add_argument("--image", default="640x480", help="WIDTHxHEIGHT of the test PNG")
+    ap.add_argument("--n-gen", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--n-gpu-layers", type=int, default=0)
+    ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--chat-format", help="e.g. chatml, for a model without a chat template")
+    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args, rest = ap.parse_known_args(argv)
+    if args.child:
+        params = json.loads(rest[0])
+        try:
+            result = {"ours": child_ours, "lcpp": child_lcpp}[args.child](params)
+        except Exception as exc:  # the parent prints it in the peer's row
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        proc.emit(result)
+        return 0
+    if not (args.model and args.mmproj):
+        ap.error("--model and --mmproj are required")
+    width, height = (int(x) for x in args.image.lower().split("x"))
+    p = {"model": str(Path(args.model).resolve()), "mmproj": str(Path(args.mmproj).resolve()),
+         "image": [width, height], "n_gen": args.n_gen, "repeat": args.repeat, "n_gpu_layers": args.n_gpu_layers,
+         "n_ctx": args.n_ctx, "chat_format": args.chat_format}
+    eog = eog_tokens(p["model"])
+    print(f"model: {args.model}  mmproj: {args.mmproj}  image: {width}x{height} PNG  n_gen: {args.n_gen}  "
+          f"n_gpu_layers: {args.n_gpu_layers}  best of {args.repeat}\ndevice: {device(args.n_gpu_layers)}\n")
+    print("| peer | image tokens | prompt tokens | encode ms | TTFT ms | decode t/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for peer in [x for x in args.peers.split(",") if x]:
+        try:
+            if peer == "ours":
+                r = run_child("ours", p)
+            elif peer == "llama-cpp-python":
+                env, why = lcpp.prepare(Path(tempfile.mkdtemp(prefix="bench-lcpp-")))
+                if env is None:
+                    raise RuntimeError(why)
+                env["MTMD_CPP_LIB"] = str(VENDOR_LIB)
+                env["PYTHONPATH"] = f"{REPO}:{env.get('PYTHONPATH', '')}"
+                r = run_child("lcpp", p, env)
+            else:
+                r = measure_server(peer, p, eog)
+            if "error" in r:
+                raise RuntimeError(r["error"])
+        except Exception as exc:
+            print(f"| {peer} | failed: {type(exc).__name__}: {str(exc)[-300:]} | | | | |", flush=True)
+            continue
+
+        def cell(key: str, fmt: str) -> str:
+            return format(r[key], fmt) if r.get(key) is not None else "-"
+
+        print(f"| {peer} | {cell('image_tokens', 'd')} | {cell('prompt_tokens', 'd')} | {cell('encode_ms', '.1f')} "
+              f"| {1000 * r['ttft_s']:.1f} | {r['decode_tps']:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
