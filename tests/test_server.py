@@ -203,6 +203,7 @@ def test_unknown_model_is_404(client, server):
     ({"prompt": "hi", "logit_bias": {"99999999": 1}}, "logit_bias"),
     ({"prompt": "hi", "grammar": "root ::= nonsense"}, None),
     ({"prompt": "hi", "frobnicate": 1}, "frobnicate"),
+    ({"prompt": "hi", "cache_prompt": "yes"}, "cache_prompt"),
     ({}, "prompt"),
 ])
 def test_wrong_fields_are_400(server, body, param):
@@ -210,6 +211,14 @@ def test_wrong_fields_are_400(server, body, param):
     assert error["type"] == "invalid_request_error"
     if param:
         assert error["param"] and error["param"].startswith(param)
+
+
+def test_llama_server_cache_prompt_is_accepted_and_changes_nothing(client, server):
+    greedy = {"model": "smol", "messages": MESSAGES, "max_tokens": 12, "temperature": 0}
+    plain = client.chat.completions.create(**greedy).choices[0].message.content
+    for cache_prompt in (True, False):
+        reply = client.chat.completions.create(**greedy, extra_body={"cache_prompt": cache_prompt})
+        assert reply.choices[0].message.content == plain
 
 
 def test_chat_errors_are_400(client, server):

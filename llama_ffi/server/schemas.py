@@ -86,6 +86,8 @@ class _Sampling(BaseModel):
     # llama-server's per-request adapters: listed ones at their scale, the others off (see /lora-adapters)
     lora: list[LoraScale] | None = Field(None, max_length=1 << 10)
     grammar: str | None = None
+    # llama-server clients send it; prefixes are always reused here (never changing the output)
+    cache_prompt: bool = True
     # llama-server's speculative decoding (prompt lookup here; see generation.drafting.SpeculativeOptions):
     # ``"speculative": true|false|{...}`` and the flat ``"speculative.n_max"``/``"speculative.n_min"`` keys
     speculative: Speculative = None
