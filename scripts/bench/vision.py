@@ -177,9 +177,8 @@ def measure_server(peer: str, p: dict, eog: list[int]) -> dict:
     url = f"http://127.0.0.1:{port}"
     image = png_bytes(*p["image"])
     body = {"model": "m", "messages": messages(image), "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}, "logit_bias": {str(t): -100 for t in eog}}
-    if peer != "ours-server":  # llama-server's own field; ours never reuses an image's cells anyway
-        body["cache_prompt"] = False
+            "stream_options": {"include_usage": True}, "logit_bias": {str(t): -100 for t in eog},
+            "cache_prompt": False}  # ours takes and ignores it: an image's cells are never reused
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(server_command(peer, p, port), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
