@@ -12,6 +12,11 @@ reuse: ``cache_prompt: false`` for llama-server, a reset for ours). "encode ms" 
 encode alone: ours timed around ``MtmdContext.encode``, llama-server's from its "slice encoded
 in" log line; the same libmtmd does the work in every peer.
 
+``--mixed N``: instead, what an image request does to N text streams already running in one
+``Engine``: their median and longest gap between tokens with no image, and the longest gap
+while one image request is admitted (the engine evaluates its media in one call, so the
+streams wait for that encode and decode), with that request's time to first token.
+
 Peers: ``ours`` (``Llama(mmproj=...)`` in a child), ``ours-server`` (``python -m llama_ffi.server
 --mmproj``), ``llama-server`` and ``llama-server-bs`` (with ``--backend-sampling``), and
 ``llama-cpp-python`` (its package over our libllama and libmtmd, see lcpp.py). A peer that
@@ -146,6 +151,71 @@ def child_lcpp(p: dict) -> dict:
     return result
 
 
+def child_mixed(p: dict) -> dict:
+    import statistics
+    import threading
+
+    from llama_ffi.chat.media import MediaInput
+    from llama_ffi.engine import Engine
+    from llama_ffi.generation.sampling import SamplingParams
+    from llama_ffi.llama.vision import media_prompt
+
+    n_text, n_gen = p["mixed"], p["n_gen"]
+    image = png_bytes(*p["image"])
+    with Engine(p["model"], n_ctx=(n_text + 1) * (n_gen + 1024), n_seq_max=n_text + 1,
+                n_gpu_layers=p["n_gpu_layers"], mmproj=p["mmproj"]) as eng:
+        greedy = SamplingParams(temperature=0.0, logit_bias={t: -100.0 for t in eng.model.vocab.eog_tokens})
+
+        def image_request(sink):
+            text = f"<|im_start|>user\n{eng.mtmd.marker}\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n"
+            with eng.media_lock:
+                media = media_prompt(eng.mtmd, eng.model.vocab, text, [MediaInput("image", image, "bench")],
+                                     add_bos=True)
+            return eng.submit("", media=media, sampling=greedy, max_tokens=8, sink=sink)
+
+        def wave(with_image: bool) -> dict:
+            stamps: list[list[float]] = [[] for _ in range(n_text)]
+            done = threading.Semaphore(0)
+            image_times: dict[str, float] = {}
+
+            def text_sink(i):
+                def sink(event):
+                    if event.tokens:
+                        stamps[i].append(time.perf_counter())
+                    if event.finish_reason:
+                        done.release()
+                return sink
+
+            def image_sink(event):
+                if event.tokens and "first" not in image_times:
+                    image_times["first"] = time.perf_counter()
+                if event.finish_reason:
+                    done.release()
+
+            for i in range(n_text):
+                eng.submit("Write a long story about a robot who learns to paint.", sampling=greedy,
+                           max_tokens=n_gen, sink=text_sink(i))
+            if with_image:
+                while min(len(s) for s in stamps) < n_gen // 4:  # all streams decoding
+                    time.sleep(0.001)
+                image_times["submit"] = time.perf_counter()
+                image_request(image_sink)
+            for _ in range(n_text + with_image):
+                done.acquire()
+            gaps = [b - a for s in stamps for a, b in zip(s, s[1:])]
+            out = {"p50_gap_ms": 1000 * statistics.median(gaps), "max_gap_ms": 1000 * max(gaps)}
+            if with_image:
+                start, first = image_times["submit"], image_times["first"]
+                during = [b - a for s in stamps for a, b in zip(s, s[1:]) if b >= start and a <= first]
+                out.update(max_gap_during_image_ms=1000 * max(during, default=0.0), image_ttft_ms=1000 * (first - start))
+            return out
+
+        wave(True)  # warm-up
+        plain = min((wave(False) for _ in range(p["repeat"])), key=lambda r: r["max_gap_ms"])
+        mixed = min((wave(True) for _ in range(p["repeat"])), key=lambda r: r["max_gap_during_image_ms"])
+        return {"plain": plain, "mixed": mixed}
+
+
 def run_child(kind: str, p: dict, env: dict | None = None) -> dict:
     done = proc.run([sys.executable, "-m", "scripts.bench.vision", "--child", kind, json.dumps(p)], env=env,
                     timeout=900)
@@ -219,6 +289,23 @@ def eog_tokens(model: str) -> list[int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def mixed_rows(p: dict) -> int:
+    r = run_child("mixed", p)
+    if "error" in r:
+        print(f"mixed: failed: {r['error']}")
+        return 1
+    plain, mixed = r["plain"], r["mixed"]
+    print(f"model: {p['model']}  mmproj: {p['mmproj']}  image: {p['image'][0]}x{p['image'][1]} PNG  "
+          f"{p['mixed']} text streams x {p['n_gen']} tokens, one Engine, n_gpu_layers: {p['n_gpu_layers']}  "
+          f"best of {p['repeat']}\ndevice: {device(p['n_gpu_layers'])}\n")
+    print("| text streams | median gap ms | longest gap ms | longest gap while an image is admitted, ms "
+          "| image request TTFT ms |")
+    print("|---:|---:|---:|---:|---:|")
+    print(f"| {p['mixed']} | {plain['p50_gap_ms']:.1f} | {plain['max_gap_ms']:.1f} | "
+          f"{mixed['max_gap_during_image_ms']:.1f} | {mixed['image_ttft_ms']:.1f} |")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
@@ -230,12 +317,13 @@ def main(argv=None) -> int:
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--chat-format", help="e.g. chatml, for a model without a chat template")
     ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--mixed", type=int, help="N text streams in one Engine, then one image request among them")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args, rest = ap.parse_known_args(argv)
     if args.child:
         params = json.loads(rest[0])
         try:
-            result = {"ours": child_ours, "lcpp": child_lcpp}[args.child](params)
+            result = {"ours": child_ours, "lcpp": child_lcpp, "mixed": child_mixed}[args.child](params)
         except Exception as exc:  # the parent prints it in the peer's row
             result = {"error": f"{type(exc).__name__}: {exc}"}
         proc.emit(result)
@@ -246,6 +334,8 @@ def main(argv=None) -> int:
     p = {"model": str(Path(args.model).resolve()), "mmproj": str(Path(args.mmproj).resolve()),
          "image": [width, height], "n_gen": args.n_gen, "repeat": args.repeat, "n_gpu_layers": args.n_gpu_layers,
          "n_ctx": args.n_ctx, "chat_format": args.chat_format}
+    if args.mixed:
+        return mixed_rows({**p, "mixed": args.mixed})
     eog = eog_tokens(p["model"])
     print(f"model: {args.model}  mmproj: {args.mmproj}  image: {width}x{height} PNG  n_gen: {args.n_gen}  "
           f"n_gpu_layers: {args.n_gpu_layers}  best of {args.repeat}\ndevice: {device(args.n_gpu_layers)}\n")

@@ -194,6 +194,9 @@ stage_vision() {
     "${extra[@]}" > "$OUT/vision-${1:-smollm2}.log" 2>&1
   local r=$?
   tail -n 12 "$OUT/vision-${1:-smollm2}.log"
+  $PY -m scripts.bench.vision --model "$model" --mmproj "$proj" --n-gpu-layers 99 --repeat "${REPEAT:-3}" \
+    --mixed "${MIXED:-16}" --n-gen 256 > "$OUT/vision-mixed-${1:-smollm2}.log" 2>&1 || r=1
+  tail -n 4 "$OUT/vision-mixed-${1:-smollm2}.log"
   return $r
 }
 
