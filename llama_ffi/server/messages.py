@@ -11,6 +11,10 @@ A Messages request is translated into a chat request (``schemas.ChatRequest``) a
   ``tool_choice`` (``auto``/``any``/``tool``/``none``) get the chat shapes; ``thinking``
   switches the template's thinking on or off (its ``budget_tokens`` is not enforced);
   ``output_config.format`` (a JSON schema) is enforced by a grammar, as ``response_format``.
+  ``image`` blocks (base64 ``source``, in user turns and tool results) become the chat's
+  ``image_url`` data URIs, so a model with a projector (``--mmproj``) reads them through the
+  chat route's media path, limits and 400s; a ``media_type`` the bytes do not match, a ``url``
+  or ``file`` source, and any image for a model without a projector are a 400.
 * out: a ``message`` whose ``content`` holds a ``thinking`` block (when the model
   reasoned), a ``text`` block and one ``tool_use`` block per call. ``stop_reason`` is
   ``tool_use``, ``max_tokens``, ``stop_sequence`` (with the one that matched) or ``end_turn``.
@@ -18,23 +22,28 @@ A Messages request is translated into a chat request (``schemas.ChatRequest``) a
   ``_stop``, ``message_delta``, ``message_stop``; a failure is an ``error`` event), no ``[DONE]``.
 
 ``POST /v1/messages/count_tokens`` renders the same prompt and counts it: the count equals the
-``usage.input_tokens`` of the same request. Errors on both routes take Anthropic's shape
+``usage.input_tokens`` of the same request (an image counts its embeddings: the images are
+decoded and tokenized by the projector, not encoded). Errors on both routes take Anthropic's shape
 (``errors.shape_for_path``). A final assistant message is a prefill, as on Anthropic's API:
 its text goes after the generation prompt and the answer continues it. Not supported:
-images and documents (a 400), Anthropic's server tools.
+documents (a 400), Anthropic's server tools.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from ..chat.pipeline import DeltaPipeline, build_chat, chat_message
 from ..errors import GrammarError, ValidationError
@@ -49,6 +58,9 @@ __all__ = ["ROUTES", "CountTokensRequest", "MessagesRequest", "register"]
 ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 _STRICT = ConfigDict(strict=True, extra="forbid")
 _MAX_TOKENS = 1 << 20  # as ChatRequest's bound, so every body accepted here is one it accepts
+# Anthropic's image types, and how each file starts (WebP: "RIFF", 4 size bytes, "WEBP")
+_IMAGE_MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",),
+                "image/gif": (b"GIF87a", b"GIF89a"), "image/webp": (b"RIFF",)}
 
 
 # --- the request --------------------------------------------------------------------------
@@ -76,11 +88,42 @@ class ToolUseBlock(BaseModel):
     cache_control: CacheControl | None = None
 
 
+class Base64ImageSource(BaseModel):
+    model_config = _STRICT
+    type: Literal["base64"]
+    # checked by the route, so a wrong one is a 400 that names the types (the schema lists them)
+    media_type: str = Field(json_schema_extra={"enum": list(_IMAGE_MAGIC)})
+    data: str
+
+
+class UrlImageSource(BaseModel):
+    """Recognised, so the 400 can say URLs are not fetched."""
+
+    model_config = _STRICT
+    type: Literal["url"]
+    url: str
+
+
+class FileImageSource(BaseModel):
+    """Recognised, so the 400 can say there is no file store."""
+
+    model_config = _STRICT
+    type: Literal["file"]
+    file_id: str
+
+
+class ImageBlock(BaseModel):
+    model_config = _STRICT
+    type: Literal["image"]
+    source: Annotated[Base64ImageSource | UrlImageSource | FileImageSource, Field(discriminator="type")]
+    cache_control: CacheControl | None = None
+
+
 class ToolResultBlock(BaseModel):
     model_config = _STRICT
     type: Literal["tool_result"]
     tool_use_id: str
-    content: str | list[TextBlock] = ""
+    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] = ""
     is_error: bool = False
     cache_control: CacheControl | None = None
 
@@ -98,21 +141,34 @@ class RedactedThinkingBlock(BaseModel):
     data: str
 
 
-class MediaBlock(BaseModel):
-    """Images and documents: recognised, so the 400 can say they are not supported."""
+class DocumentBlock(BaseModel):
+    """Recognised, so the 400 can say documents are not supported."""
 
     model_config = ConfigDict(strict=True, extra="allow")
-    type: Literal["image", "document"]
+    type: Literal["document"]
 
 
-Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock | MediaBlock,
-                  Field(discriminator="type")]
+Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock | ImageBlock
+                  | DocumentBlock, Field(discriminator="type")]
+
+
+def _content_kind(value: Any) -> str | None:
+    return "text" if isinstance(value, str) else "blocks" if isinstance(value, list) else None
+
+
+# a string or blocks, told apart up front: a bad block's 400 names the block's field (an image's
+# media_type), not the string branch the union also tried
+Content = Annotated[
+    Annotated[str, Tag("text")] | Annotated[list[Block], Tag("blocks")],
+    Discriminator(_content_kind, custom_error_type="content_type",
+                  custom_error_message="content must be a string or a list of content blocks"),
+]
 
 
 class InputMessage(BaseModel):
     model_config = _STRICT
     role: Literal["user", "assistant"]
-    content: str | list[Block]
+    content: Content
 
 
 class ToolDef(BaseModel):
@@ -224,25 +280,95 @@ def _text(blocks: str | Sequence[TextBlock]) -> str:
 
 
 def _check_supported(block, where: str) -> None:
-    if isinstance(block, MediaBlock):
-        raise ValidationError(f"{where}: {block.type} blocks are not supported by this server (text only)",
+    if isinstance(block, DocumentBlock):
+        raise ValidationError(f"{where}: document blocks are not supported by this server (text and images only)",
                               param="messages")
 
 
-def _user_turn(blocks: Sequence[Any], where: str) -> list[dict]:
-    """Tool results first, as ``tool`` messages (they must follow the assistant's calls), then the text."""
-    results, texts = [], []
-    for block in blocks:
+def _image_part(block: ImageBlock, at: str) -> dict:
+    """An image block as the chat's ``image_url`` part (a data URI): the chat route decodes it,
+    with its limits; here only what is Anthropic's own (source kinds, ``media_type``)."""
+    source = block.source
+    if isinstance(source, UrlImageSource):
+        raise ValidationError(f"{at}: image source type 'url' is not supported: this server does not fetch URLs; "
+                              "send the bytes (source type 'base64')", param="messages")
+    if isinstance(source, FileImageSource):
+        raise ValidationError(f"{at}: image source type 'file' is not supported: this server has no file store; "
+                              "send the bytes (source type 'base64')", param="messages")
+    if source.media_type not in _IMAGE_MAGIC:
+        raise ValidationError(f"{at}: image media_type {source.media_type!r} is not one of "
+                              f"{', '.join(_IMAGE_MAGIC)}", param="messages")
+    found = _image_type(source.data)
+    if found is not None and found != source.media_type:
+        raise ValidationError(f"{at}: the image data is {found}, not the {source.media_type} its media_type says",
+                              param="messages")
+    if found is None and _head(source.data) is not None:
+        raise ValidationError(f"{at}: the image data is not {source.media_type} (nor another image type this "
+                              "API takes)", param="messages")
+    return {"type": "image_url", "image_url": {"url": f"data:{source.media_type};base64,{source.data}"}}
+
+
+def _head(data: str) -> bytes | None:
+    """The first bytes of base64 ``data`` (enough for a file signature), or None when they are
+    not base64: the chat route, which decodes the whole, then says so."""
+    try:
+        return base64.b64decode("".join(data[:64].split())[:16], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _image_type(data: str) -> str | None:
+    head = _head(data)
+    if head is None:
+        return None
+    for media_type, signatures in _IMAGE_MAGIC.items():
+        if head.startswith(signatures) and (media_type != "image/webp" or head[8:12] == b"WEBP"):
+            return media_type
+    return None
+
+
+def _parts(blocks: Sequence[tuple[int, Any]], where: str, at: str, places: dict[str, str],
+           note: str = "") -> str | list[dict]:
+    """(index, text or image block) pairs as chat content: their text joined, or, with images,
+    the chat's parts in order; ``note`` goes first. ``places`` learns where each part came from
+    (``at``: the chat message's place)."""
+    parts = [_image_part(block, f"{where}.content[{j}]") if isinstance(block, ImageBlock)
+             else {"type": "text", "text": block.text} for j, block in blocks]
+    if not any(p["type"] == "image_url" for p in parts):
+        text = "\n".join(p["text"] for p in parts)
+        return f"{note} {text}" if note else text
+    lead = [{"type": "text", "text": note}] if note else []
+    for m, (j, _) in enumerate(blocks, start=len(lead)):
+        places[f"{at}.content[{m}]"] = f"{where}.content[{j}]"
+    return lead + parts
+
+
+def _tool_message(block: ToolResultBlock, where: str, at: str, places: dict[str, str]) -> dict:
+    blocks = [(0, TextBlock(type="text", text=block.content))] if isinstance(block.content, str) \
+        else list(enumerate(block.content))
+    content = _parts(blocks, where, at, places, note="Error:" if block.is_error else "")  # the call failed
+    return {"role": "tool", "tool_call_id": block.tool_use_id, "content": content}
+
+
+def _user_turn(blocks: Sequence[Any], where: str, first: int, places: dict[str, str]) -> list[dict]:
+    """Tool results first, as ``tool`` messages (they must follow the assistant's calls), then the
+    text and images. ``first``: the chat index the first of them takes (for ``places``)."""
+    results, content = [], []
+    for j, block in enumerate(blocks):
         _check_supported(block, where)
         if isinstance(block, ToolResultBlock):
-            content = _text(block.content)
-            results.append({"role": "tool", "tool_call_id": block.tool_use_id,
-                            "content": f"Error: {content}" if block.is_error else content})
-        elif isinstance(block, TextBlock):
-            texts.append(block.text)
+            at = f"messages[{first + len(results)}]"
+            places[at] = f"{where}.content[{j}]"
+            results.append(_tool_message(block, f"{where}.content[{j}]", at, places))
+        elif isinstance(block, (TextBlock, ImageBlock)):
+            content.append((j, block))
         else:
             raise ValidationError(f"{where}: {block.type} blocks belong in assistant messages", param="messages")
-    return results + ([{"role": "user", "content": "\n".join(texts)}] if texts or not results else [])
+    if not content and results:
+        return results
+    at = f"messages[{first + len(results)}]"
+    places[at] = where
+    return results + [{"role": "user", "content": _parts(content, where, at, places)}]
 
 
 def _assistant_turn(blocks: Sequence[Any], where: str) -> dict:
@@ -256,8 +382,8 @@ def _assistant_turn(blocks: Sequence[Any], where: str) -> dict:
                           "function": {"name": block.name, "arguments": json.dumps(block.input, ensure_ascii=False)}})
         elif isinstance(block, ThinkingBlock):
             reasoning.append(block.thinking)
-        elif isinstance(block, ToolResultBlock):
-            raise ValidationError(f"{where}: tool_result blocks belong in user messages", param="messages")
+        elif isinstance(block, (ToolResultBlock, ImageBlock)):
+            raise ValidationError(f"{where}: {block.type} blocks belong in user messages", param="messages")
         # redacted_thinking: encrypted by Anthropic, nothing a local model can read
     if not texts and not calls:
         raise ValidationError(f"{where}: an assistant message needs text or tool_use content", param="messages")
@@ -269,10 +395,12 @@ def _assistant_turn(blocks: Sequence[Any], where: str) -> dict:
     return message
 
 
-def _chat_messages(body: CountTokensRequest) -> tuple[list[dict], str]:
-    """The chat messages, and the prefill: the text of a final assistant message, which
-    Anthropic's API continues rather than answering after it."""
-    out = []
+def _chat_messages(body: CountTokensRequest) -> tuple[list[dict], str, dict[str, str]]:
+    """The chat messages; the prefill: the text of a final assistant message, which Anthropic's
+    API continues rather than answering after it; and where each chat message and image part
+    came from (``messages[2].content[0]`` -> ``messages[1].content[3]``)."""
+    out: list[dict] = []
+    places: dict[str, str] = {}
     if body.system is not None and _text(body.system):
         out.append({"role": "system", "content": _text(body.system)})
     for i, message in enumerate(body.messages):
@@ -282,16 +410,37 @@ def _chat_messages(body: CountTokensRequest) -> tuple[list[dict], str]:
         if not blocks:
             raise ValidationError(f"{where}: content is empty", param="messages")
         if message.role == "user":
-            out.extend(_user_turn(blocks, where))
+            out.extend(_user_turn(blocks, where, len(out), places))
         else:
+            places[f"messages[{len(out)}]"] = where
             out.append(_assistant_turn(blocks, where))
     if body.messages[-1].role != "assistant":
-        return out, ""
+        return out, "", places
     last = out.pop()
     if last.get("tool_calls") or last.get("reasoning_content"):
         raise ValidationError(f"messages[{len(body.messages) - 1}]: a final assistant message (a prefill to "
                               "continue) may hold text only", param="messages")
-    return out, last["content"]
+    return out, last["content"], places
+
+
+_CHAT_PLACE = re.compile(r"messages\[\d+\](?:\.content\[\d+\])?")
+
+
+@contextmanager
+def _located(places: dict[str, str]) -> Iterator[None]:
+    """Chat errors that start with a chat place (``messages[2].content[1]: ...``, from the media
+    checks) name the Anthropic block instead: the chat's messages are numbered differently."""
+    try:
+        yield
+    except ValidationError as exc:
+        message = str(exc)
+        found = _CHAT_PLACE.match(message)
+        if found is None or type(exc) is not ValidationError:
+            raise
+        for place in (found.group(), found.group().partition(".")[0]):
+            if place in places:
+                raise ValidationError(places[place] + message[len(place):], param="messages") from None
+        raise
 
 
 def _tool_choice(choice) -> str | dict | None:
@@ -309,9 +458,9 @@ def _function(tool: ToolDef) -> dict:
     return out
 
 
-def _chat_request(body: CountTokensRequest) -> tuple[ChatRequest, str]:
-    """The chat request, and the prefill its answer continues."""
-    messages, prefill = _chat_messages(body)
+def _chat_request(body: CountTokensRequest) -> tuple[ChatRequest, str, dict[str, str]]:
+    """The chat request, the prefill its answer continues, and the places of its messages."""
+    messages, prefill, places = _chat_messages(body)
     if not messages:
         raise ValidationError("messages: a conversation needs a user message before the assistant's", param="messages")
     fields: dict[str, Any] = {"model": body.model, "messages": messages, "tool_choice": _tool_choice(body.tool_choice)}
@@ -326,21 +475,30 @@ def _chat_request(body: CountTokensRequest) -> tuple[ChatRequest, str]:
         fields.update(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                       stop=body.stop_sequences, seed=body.seed)
     try:
-        return ChatRequest.model_validate({k: v for k, v in fields.items() if v is not None}), prefill
+        return ChatRequest.model_validate({k: v for k, v in fields.items() if v is not None}), prefill, places
     except pydantic.ValidationError as exc:  # not expected: every field was checked above
         raise ValidationError(f"the request does not translate to a chat request: {exc.errors()[0]['msg']}",
                               param="messages") from None
 
 
 def _count_tokens(body: CountTokensRequest, entry: ModelEntry) -> int:
-    request, prefill = _chat_request(body)
-    try:
-        rendered = build_chat(entry.model, entry.settings.chat_format, chat._messages(request),
-                              chat._chat_options(request))
-    except GrammarError as exc:
-        exc.param = exc.param or "tools"
-        raise
-    return len(entry.vocab.tokenize(rendered.prompt + prefill, add_special=rendered.add_bos, parse_special=True))
+    request, prefill, places = _chat_request(body)
+    with _located(places):
+        messages, media_prompts = chat._media_prompts(entry, chat._messages(request, entry), 1)
+        try:
+            rendered = build_chat(entry.model, entry.settings.chat_format, messages, chat._chat_options(request))
+        except GrammarError as exc:
+            exc.param = exc.param or "tools"
+            raise
+        text = rendered.prompt + prefill
+        if media_prompts is None:
+            return len(entry.vocab.tokenize(text, add_special=rendered.add_bos, parse_special=True))
+        # the images decoded and split into chunks as for generation (counted, never encoded)
+        media = media_prompts(text, rendered.add_bos)[0]
+        try:
+            return media.n_tokens
+        finally:
+            media.close()
 
 
 # --- the answer ---------------------------------------------------------------------------
@@ -501,8 +659,9 @@ def register(api: FastAPI, registry: Registry) -> None:
     @api.post("/v1/messages")
     async def create_message(body: MessagesRequest, http_request: Request):
         entry = registry.get(body.model)
-        chat_body, prefill = _chat_request(body)
-        jobs, request = chat.submit(chat_body, entry, prefill)
+        chat_body, prefill, places = _chat_request(body)
+        with _located(places):
+            jobs, request = chat.submit(chat_body, entry, prefill)
         shape = _Shape(body, entry, jobs)
         if body.stream:
             return StreamingResponse(_stream(shape, jobs, request), media_type="text/event-stream",

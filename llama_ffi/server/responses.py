@@ -6,8 +6,11 @@ reasoning are exactly those of ``/v1/chat/completions``; only the shapes differ:
 
 * in: ``instructions`` becomes a system message; ``input`` (a string, or items: messages with
   ``input_text`` parts, ``function_call`` and ``function_call_output`` for a tool loop) becomes
-  ``messages``; flattened function ``tools`` and ``tool_choice`` get the chat nesting;
-  ``text.format`` becomes ``response_format``; ``max_output_tokens`` is ``max_completion_tokens``.
+  ``messages``; an ``input_image`` part of a user message (a ``data:`` URI in ``image_url``)
+  becomes the chat's ``image_url`` part, so a model with a projector (``--mmproj``) reads it
+  through the chat route's media path, limits and 400s; flattened function ``tools`` and
+  ``tool_choice`` get the chat nesting; ``text.format`` becomes ``response_format``;
+  ``max_output_tokens`` is ``max_completion_tokens``.
 * out: a ``response`` object whose ``output`` holds a ``reasoning`` item (when the model
   reasoned), a ``message`` item with ``output_text``, and one ``function_call`` item per call;
   a cut at ``max_output_tokens`` is ``status: "incomplete"``.
@@ -15,12 +18,14 @@ reasoning are exactly those of ``/v1/chat/completions``; only the shapes differ:
   ``sequence_number``, ending with ``response.completed`` (or ``response.incomplete``); no
   ``[DONE]``, as OpenAI's.
 
-Nothing is stored: ``previous_response_id`` is refused, ``store`` is accepted and ignored.
+Nothing is stored: ``previous_response_id`` is refused, ``store`` is accepted and ignored; so
+is ``input_image`` by ``file_id`` (no file store). ``input_file`` parts are refused.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -42,17 +47,21 @@ __all__ = ["ROUTES", "ResponsesRequest", "register"]
 
 ROUTES = frozenset({"/v1/responses"})
 _STRICT = ConfigDict(strict=True, extra="forbid")
-_UNSUPPORTED_PARTS = {"input_image": "images", "input_file": "files", "input_audio": "audio"}
+_UNSUPPORTED_PARTS = {"input_file": "files", "input_audio": "audio"}
 
 
 # --- the request --------------------------------------------------------------------------
 class InputContentPart(BaseModel):
-    """``input_text`` (``output_text``/``refusal`` in assistant messages); other kinds are a
-    clear 400 rather than a schema error, so extra keys (``image_url``...) are let through."""
+    """``input_text`` (``output_text``/``refusal`` in assistant messages) or ``input_image``
+    (``image_url`` a data URI; ``detail`` is ignored); other kinds are a clear 400 rather
+    than a schema error, so extra keys (``file_data``...) are let through."""
 
     model_config = ConfigDict(strict=True, extra="allow")
     type: str
     text: str | None = None
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: str | None = None  # low, high, auto, original: one encoding here whichever is asked
 
 
 class MessageItem(BaseModel):
@@ -194,34 +203,62 @@ class ResponsesRequest(BaseModel):
 
 
 # --- request -> chat request --------------------------------------------------------------
-def _text(content, where: str, role: str) -> str:
+def _content(content, where: str, role: str) -> str | list[dict]:
+    """The chat content of one message: its text, or, with images, the chat's text and
+    ``image_url`` parts in the same order (so ``content[j]`` names the same part in both)."""
     if isinstance(content, str):
         return content
     allowed = ("input_text", "output_text", "refusal") if role == "assistant" else ("input_text",)
-    texts = []
+    parts: list[dict] = []
     for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        if part.type == "input_image" and role == "user":
+            parts.append(_image_part(part, at))
+            continue
         if part.type in _UNSUPPORTED_PARTS:
-            raise ValidationError(f"{where}.content[{j}]: {part.type} is not supported: this server takes text "
-                                  f"only, no {_UNSUPPORTED_PARTS[part.type]} (use input_text parts)", param="input")
+            raise ValidationError(f"{at}: {part.type} is not supported: this server takes text and images "
+                                  f"only, no {_UNSUPPORTED_PARTS[part.type]}", param="input")
         if part.type not in allowed:
-            raise ValidationError(f"{where}.content[{j}]: a {role} message takes {' or '.join(allowed)} parts, "
-                                  f"not {part.type!r}", param="input")
+            where_images = " (input_image parts go in user messages)" if part.type == "input_image" else ""
+            raise ValidationError(f"{at}: a {role} message takes {' or '.join(allowed)} parts, "
+                                  f"not {part.type!r}{where_images}", param="input")
         if not isinstance(part.text, str):
-            raise ValidationError(f"{where}.content[{j}].text must be a string", param="input")
-        texts.append(part.text)
-    return "\n".join(texts)
+            raise ValidationError(f"{at}.text must be a string", param="input")
+        parts.append({"type": "text", "text": part.text})
+    if any(p["type"] == "image_url" for p in parts):
+        return parts
+    return "\n".join(p["text"] for p in parts)
 
 
-def _messages(body: ResponsesRequest) -> list[dict]:
+def _image_part(part: InputContentPart, at: str) -> dict:
+    """An ``input_image`` as the chat's ``image_url`` part; the chat route decodes and checks it."""
+    if part.file_id is not None:
+        raise ValidationError(f"{at}: input_image by file_id is not supported: this server has no file store; "
+                              "send the image as a data URI in image_url (data:image/png;base64,...)", param="input")
+    if not part.image_url:
+        raise ValidationError(f"{at}: input_image needs image_url, a data URI (data:image/png;base64,...)",
+                              param="input")
+    if not part.image_url.startswith("data:"):
+        # as the chat route: the client sends the bytes, this server fetches nothing for it
+        raise ValidationError(f"{at}: image_url must be a data URI (data:image/png;base64,...); file paths and "
+                              "http(s) URLs are refused", param="input")
+    return {"type": "image_url", "image_url": {"url": part.image_url}}
+
+
+def _messages(body: ResponsesRequest) -> tuple[list[dict], dict[str, str]]:
+    """The chat messages, and where each came from (``messages[1]`` -> ``input[0]``): chat
+    errors about a message are told to the client in its own terms."""
     if not body.input:
         raise ValidationError("input is empty: give a string or a list of at least one item", param="input")
     items = [MessageItem(role="user", content=body.input)] if isinstance(body.input, str) else body.input
     out: list[dict] = [{"role": "system", "content": body.instructions}] if body.instructions else []
     names: dict[str, str] = {}  # call_id -> function name, for the tool messages
+    places: dict[str, str] = {}
     for i, item in enumerate(items):
         where = f"input[{i}]"
+        places[f"messages[{len(out)}]"] = where
         if item.type == "message":
-            out.append({"role": item.role, "content": _text(item.content, where, item.role)})
+            out.append({"role": item.role, "content": _content(item.content, where, item.role)})
         elif item.type == "function_call":
             names[item.call_id] = item.name
             call = {"id": item.call_id, "type": "function",
@@ -235,10 +272,10 @@ def _messages(body: ResponsesRequest) -> list[dict]:
                 raise ValidationError(f"{where}: no function_call item before it has call_id {item.call_id!r}",
                                       param="input")
             out.append({"role": "tool", "tool_call_id": item.call_id, "name": names[item.call_id],
-                        "content": _text(item.output, where, "tool")})
+                        "content": _content(item.output, where, "tool")})
     if not out:
         raise ValidationError("input has nothing to answer: only reasoning items", param="input")
-    return out
+    return out, places
 
 
 def _response_format(text: TextConfig | None) -> dict | None:
@@ -253,12 +290,14 @@ def _response_format(text: TextConfig | None) -> dict | None:
                                                    "strict": bool(fmt.strict)}}
 
 
-def to_chat(body: ResponsesRequest) -> ChatRequest:
-    """The chat request that answers ``body`` (validated; a 400 names the Responses field)."""
+def to_chat(body: ResponsesRequest) -> tuple[ChatRequest, dict[str, str]]:
+    """The chat request that answers ``body`` (validated; a 400 names the Responses field), and
+    the input item each of its messages came from."""
     if body.previous_response_id is not None:
         raise ValidationError("previous_response_id is not supported: this server is stateless and stores no "
                               "responses; send the whole conversation in input", param="previous_response_id")
-    fields: dict[str, Any] = {"model": body.model, "messages": _messages(body), "stream": body.stream}
+    messages, places = _messages(body)
+    fields: dict[str, Any] = {"model": body.model, "messages": messages, "stream": body.stream}
     if body.stream:
         fields["stream_options"] = {"include_usage": True}
     if body.max_output_tokens is not None:
@@ -274,7 +313,7 @@ def to_chat(body: ResponsesRequest) -> ChatRequest:
     for name in ("temperature", "top_p", "parallel_tool_calls", "metadata", "user", "seed", "top_k", "min_p",
                  "repeat_penalty"):
         fields[name] = getattr(body, name)
-    return ChatRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    return ChatRequest.model_validate({k: v for k, v in fields.items() if v is not None}), places
 
 
 _PARAMS = {"messages": "input", "response_format": "text.format", "max_tokens": "max_output_tokens",
@@ -291,8 +330,21 @@ def _responses_param(param: str | None) -> str | None:
     return param
 
 
+_CHAT_PLACE = re.compile(r"messages\[\d+\]")
+
+
+def _relocated(exc: ValidationError, places: dict[str, str]) -> ValidationError:
+    """A chat error that starts with the chat message it is about (``messages[2].content[1]:
+    ...``, from the media checks), naming the input item instead (``input[1].content[1]``)."""
+    message = str(exc)
+    place = _CHAT_PLACE.match(message)
+    if place is None or place.group() not in places:
+        return exc
+    return ValidationError(places[place.group()] + message[place.end():], param="input")
+
+
 def submit(body: ResponsesRequest, entry):
-    chat_body = to_chat(body)
+    chat_body, places = to_chat(body)
     try:
         jobs, request = chat.submit(chat_body, entry)
     except ContextOverflowError as exc:
@@ -300,7 +352,7 @@ def submit(body: ResponsesRequest, entry):
         raise
     except ValidationError as exc:
         exc.param = _responses_param(exc.param)
-        raise
+        raise _relocated(exc, places) from None
     return chat_body, jobs, request
 
 
