@@ -274,7 +274,7 @@ def test_reasoning_becomes_a_reasoning_item_whole_and_streamed(model):
     ({}, "input", "Field required"),
     ({"input": 5}, "input", "string or a list"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x.test/a.png"}]}]},
-     "input", "input_image is not supported"),
+     "input", "data URI"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input", "no files"),
     ({"input": [{"type": "web_search_call", "id": "w"}]}, "input.items.0", "input items must be"),
     ({"input": [{"type": "function_call_output", "call_id": "nope", "output": "x"}]}, "input", "no function_call"),
