@@ -10,8 +10,9 @@
 ...     n_past = eval_chunks(context, chunks, n_past=0)
 
 Everything libmtmd would abort on, or answer with a bare NULL, is checked here first: the
-projector file (:mod:`.mmproj_guard`), undecodable media, marker and bitmap counts, and the
-context, sequence and batch limits of an evaluation. libmtmd itself is loaded on first use
+projector file (:mod:`.mmproj_guard`), undecodable media, audio whose header declares more
+than its bytes hold (:mod:`.audio_guard`), marker and bitmap counts, and the context, sequence
+and batch limits of an evaluation. libmtmd itself is loaded on first use
 (:mod:`._mtmd_lib`); a missing one raises LibraryNotFoundError and text-only use never sees it.
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 from ..errors import DecodeError, ModelLoadError, ValidationError
 from . import _exit
 from ._mtmd_lib import get_ffi, load_mtmd
+from .audio_guard import check_audio_header
 from .handle import Handle
 from .mmproj_guard import check_mmproj
 
@@ -128,6 +130,8 @@ class MtmdContext(Handle):
             raise ValidationError("this looks like audio, but the projector has no audio encoder", param="data")
         if kind == "image" and not self.supports_vision:
             raise ValidationError("this looks like an image, but the projector has no vision encoder", param="data")
+        if kind == "audio":
+            check_audio_header(data)  # the helper allocates the length a header declares, before reading
         lib, ffi = self._lib, self._ffi
         opt = lib.mtmd_helper_init_opt_default()
         no_video = None
