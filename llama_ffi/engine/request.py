@@ -57,6 +57,7 @@ class Request:
     speculative: object = None  # generation.drafting.SpeculativeOptions: draft by prompt lookup when few run
     loras: frozenset | None = None  # its LoRA adapter set (engine.adapters); None: the engine's default
     drafter: object = None  # its PromptLookupDrafter, from the first admission on
+    draft_window: object = None  # native.loop.DraftWindow: how many drafts to ask for next
     n_drafted: int = 0  # draft tokens checked by the model, and those it kept
     n_draft_accepted: int = 0
     # a MediaPrompt (llama.vision): its prefix tokens and libmtmd chunks, evaluated at admission;

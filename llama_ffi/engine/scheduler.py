@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import KVCacheFullError
-from ..generation.batched import RowSampler, batchable, sample_rows
+from ..generation.batched import RowSampler, batchable, draft_verifier, sample_row, sample_rows
 from ..generation.chains import build_chains, prime
 from ..generation.drafting import PromptLookupDrafter
 from ..generation.output import SequenceOutput, log_softmax
 from ..native import Batch
+from ..native.loop import DraftWindow
 from .adapters import AdapterSets
 from .request import MEDIA_CELL, Event, Request, State
 from .slots import Slot, SlotTable
@@ -330,6 +331,11 @@ class Scheduler:
         if request.speculative is not None:  # drafts are verified row by row on the host
             if request.drafter is None:
                 request.drafter = PromptLookupDrafter(request.speculative.ngram_size, request.speculative.n_max)
+                request.draft_window = DraftWindow(request.speculative.n_max)
+            rows = request.row_sampler or draft_verifier(spec)
+            if rows is not None:
+                request.row_sampler = rows
+                return rows, None
             host = build_chains(spec, self.vocab, on_gpu=False)[0]
             try:
                 prime(host, spec, request.prompt, request.resumed_tokens)
@@ -451,8 +457,10 @@ class Scheduler:
         """Add ``[last token, drafts...]`` of a speculating request; returns its first row."""
         request, slot = r.request, r.slot
         options = request.speculative
+        want = request.draft_window.next()  # shrinks after misses (each drafted row costs a row)
+        want = max(want, options.n_min) if want else 0
         # k drafts emit up to k+1 tokens: stay inside the budget, the context and the batch
-        n = min(options.n_max, request.max_tokens - request.n_generated - 1,
+        n = min(want, request.max_tokens - request.n_generated - 1,
                 self.ctx.n_ctx_seq - slot.n_past - 2, room - 1)
         drafts = request.drafter.draft(slot.tokens, n) if n > 0 else []
         if len(drafts) < max(1, options.n_min):
@@ -469,7 +477,8 @@ class Scheduler:
         end = slot.n_past
         accepted = 0
         for i in range(len(drafts) + 1):
-            token = r.chain.sample(self.ctx, first + i)
+            row = first + i
+            token = sample_row(self.ctx, row, r.chain) if isinstance(r.chain, RowSampler) else r.chain.sample(self.ctx, row)
             slot.n_past = start + i + 1  # cells up to the row sampled from hold emitted tokens
             self._take(r, first + i, token)
             if request.state is State.FINISHED or i == len(drafts) or token != drafts[i]:
@@ -477,6 +486,7 @@ class Scheduler:
             accepted += 1
         if end > slot.n_past:
             self.ctx.memory_seq_rm(slot.seq_id, slot.n_past, -1)
+        request.draft_window.update(len(drafts), kept_all=accepted == len(drafts))
         if drafts:
             c = self.counters
             c.draft_steps += 1

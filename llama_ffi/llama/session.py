@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CancelledError, ContextOverflowError, GenerationError, ValidationError
+from ..generation.batched import draft_verifier, sample_row
 from ..generation.chains import build_chains, prime
 from ..generation.options import CompletionOptions
 from ..generation.output import SequenceOutput, log_softmax
@@ -299,8 +300,10 @@ class Session:
         cancel = opts.cancel.is_set if opts.cancel is not None else None
         drafter, counts = self.drafter, _DraftCounts()
         drafter.reset()
+        rows = draft_verifier(run.spec)
+        pick = (lambda context, row: sample_row(context, row, rows)) if rows is not None else None
         tokens = loop.run_speculative(run.budget, drafter.draft, list(run.full), n_max=drafter.n_max,
-                                      stop_tokens=run.spec.stop_tokens, cancelled=cancel, counters=counts)
+                                      stop_tokens=run.spec.stop_tokens, cancelled=cancel, counters=counts, pick=pick)
         try:
             for token in tokens:
                 text, hit = on_token(token, log_softmax(ctx.logits(loop.row)) if want_row else None)

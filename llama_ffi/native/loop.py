@@ -120,7 +120,7 @@ class TokenLoop:
 
     def run_speculative(self, max_tokens: int, draft, history: list[int], *, n_max: int = 16,
                         stop_tokens: frozenset[int] = frozenset(), cancelled: Callable[[], bool] | None = None,
-                        counters=None) -> Iterator[int]:
+                        counters=None, pick: Callable[[object, int], int] | None = None) -> Iterator[int]:
         """``run`` with speculation (see the module docstring): yields exactly the tokens
         ``run`` would (same budget, stop tokens, context end), in fewer decodes when drafts
         are right.
@@ -129,17 +129,19 @@ class TokenLoop:
         before the pending one, plus it; every yielded token is appended to ``history``).
         ``self.pos`` counts only positions holding emitted tokens; ``self.row`` is the output
         row the last yielded token came from (logprobs read ``context.logits(row)``);
-        ``counters.drafted``/``counters.accepted`` grow by the drafts tried and kept."""
+        ``counters.drafted``/``counters.accepted`` grow by the drafts tried and kept.
+        ``pick(context, row)`` samples a row instead of the chain (the same distribution, cheaper)."""
         if self.backend_sampling:
             raise ValueError("speculation needs host-side sampling: build the loop without backend_sampling")
         ctx, n_ctx, seq = self.context, self.context.n_ctx_seq, self.seq_id
         batch = Batch(min(ctx.n_batch, n_max + 1))
-        window = _DraftWindow(batch.capacity - 1)
+        window = DraftWindow(batch.capacity - 1)
         counters = counters if counters is not None else _Counts()
         kv_end = self.pos
+        pick = pick or self.chain.sample
         try:
             self.row = -1
-            token = self.chain.sample(ctx, -1) if max_tokens > 0 else None
+            token = pick(ctx, -1) if max_tokens > 0 else None
             if token is None or token in stop_tokens:
                 return
             emitted = 1
@@ -159,7 +161,7 @@ class TokenLoop:
                 counters.drafted += len(drafts)
                 for i in range(len(drafts) + 1):  # row i was computed after drafts[:i]: all were kept
                     self.pos, self.row = start + i + 1, i
-                    token = self.chain.sample(ctx, i)
+                    token = pick(ctx, i)
                     if token in stop_tokens:
                         return
                     emitted += 1
@@ -198,7 +200,7 @@ def _valid(tokens, n_vocab: int) -> list[int]:
     return out
 
 
-class _DraftWindow:
+class DraftWindow:
     """How many drafts to ask for: +2 after a step that kept them all, halved after a miss,
     and after falling to 0 tried again (with 1) every ``PROBE_EVERY`` steps. A rejected draft
     costs a batch row, nearly free on a GPU but not on a CPU: this keeps misses cheap there."""
