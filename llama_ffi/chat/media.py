@@ -1,7 +1,7 @@
 """Images and audio in chat messages: OpenAI content parts -> media markers plus raw bytes.
 
 ``image_url`` parts (``data:image/...;base64,`` URIs, ``file://`` URLs or absolute paths) and
-``input_audio`` parts (``{"data": base64, "format": "wav" | "mp3"}``) are taken out of the
+``input_audio`` parts (``{"data": base64, "format": "wav" | "mp3" | "flac"}``) are taken out of the
 messages and replaced by a text part holding the projector's media marker, as llama-server
 does, so the chat template renders one marker where each part stood (a template that joins
 text parts puts it on its own line). The bytes come back in order, one :class:`MediaInput` per
@@ -98,7 +98,7 @@ def _image(part: Mapping[str, Any], where: str, max_bytes: int) -> MediaInput:
 def _audio(part: Mapping[str, Any], where: str, max_bytes: int) -> MediaInput:
     spec = part.get("input_audio")
     if not isinstance(spec, Mapping) or not isinstance(spec.get("data"), str):
-        raise ValidationError(f"{where}: input_audio needs {{'data': base64, 'format': 'wav' | 'mp3'}}",
+        raise ValidationError(f"{where}: input_audio needs {{'data': base64, 'format': 'wav' | 'mp3' | 'flac'}}",
                               param="messages")
     fmt = spec.get("format")
     if fmt not in AUDIO_FORMATS:
