@@ -38,240 +38,26 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from ..chat.pipeline import DeltaPipeline, build_chat, chat_message
 from ..errors import GrammarError, ValidationError
 from . import chat
 from .errors import anthropic_error, describe
 from .generation import SSE_HEADERS, Choice, Jobs, sse, whole_answer
+from .messages_schemas import (IMAGE_MAGIC, CountTokensRequest, DocumentBlock, FileImageSource, ImageBlock,
+                               MessagesRequest, TextBlock, ThinkingBlock, ToolChoiceTool, ToolDef, ToolResultBlock,
+                               ToolUseBlock, UrlImageSource)
 from .registry import ModelEntry, Registry
 from .schemas import ChatRequest
 
 __all__ = ["ROUTES", "CountTokensRequest", "MessagesRequest", "register"]
 
 ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
-_STRICT = ConfigDict(strict=True, extra="forbid")
-_MAX_TOKENS = 1 << 20  # as ChatRequest's bound, so every body accepted here is one it accepts
-# Anthropic's image types, and how each file starts (WebP: "RIFF", 4 size bytes, "WEBP")
-_IMAGE_MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",),
-                "image/gif": (b"GIF87a", b"GIF89a"), "image/webp": (b"RIFF",)}
-
-
-# --- the request --------------------------------------------------------------------------
-class CacheControl(BaseModel):
-    """Accepted for clients that send it; the server's own prefix cache needs no hint."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
-    type: Literal["ephemeral"]
-
-
-class TextBlock(BaseModel):
-    model_config = _STRICT
-    type: Literal["text"]
-    text: str
-    cache_control: CacheControl | None = None
-    citations: list[dict[str, Any]] | None = None
-
-
-class ToolUseBlock(BaseModel):
-    model_config = _STRICT
-    type: Literal["tool_use"]
-    id: str
-    name: str
-    input: dict[str, Any]
-    cache_control: CacheControl | None = None
-
-
-class Base64ImageSource(BaseModel):
-    model_config = _STRICT
-    type: Literal["base64"]
-    # checked by the route, so a wrong one is a 400 that names the types (the schema lists them)
-    media_type: str = Field(json_schema_extra={"enum": list(_IMAGE_MAGIC)})
-    data: str
-
-
-class UrlImageSource(BaseModel):
-    """Recognised, so the 400 can say URLs are not fetched."""
-
-    model_config = _STRICT
-    type: Literal["url"]
-    url: str
-
-
-class FileImageSource(BaseModel):
-    """Recognised, so the 400 can say there is no file store."""
-
-    model_config = _STRICT
-    type: Literal["file"]
-    file_id: str
-
-
-class ImageBlock(BaseModel):
-    model_config = _STRICT
-    type: Literal["image"]
-    source: Annotated[Base64ImageSource | UrlImageSource | FileImageSource, Field(discriminator="type")]
-    cache_control: CacheControl | None = None
-
-
-class ToolResultBlock(BaseModel):
-    model_config = _STRICT
-    type: Literal["tool_result"]
-    tool_use_id: str
-    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] = ""
-    is_error: bool = False
-    cache_control: CacheControl | None = None
-
-
-class ThinkingBlock(BaseModel):
-    model_config = _STRICT
-    type: Literal["thinking"]
-    thinking: str
-    signature: str | None = None
-
-
-class RedactedThinkingBlock(BaseModel):
-    model_config = _STRICT
-    type: Literal["redacted_thinking"]
-    data: str
-
-
-class DocumentBlock(BaseModel):
-    """Recognised, so the 400 can say documents are not supported."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
-    type: Literal["document"]
-
-
-Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock | ImageBlock
-                  | DocumentBlock, Field(discriminator="type")]
-
-
-def _content_kind(value: Any) -> str | None:
-    return "text" if isinstance(value, str) else "blocks" if isinstance(value, list) else None
-
-
-# a string or blocks, told apart up front: a bad block's 400 names the block's field (an image's
-# media_type), not the string branch the union also tried
-Content = Annotated[
-    Annotated[str, Tag("text")] | Annotated[list[Block], Tag("blocks")],
-    Discriminator(_content_kind, custom_error_type="content_type",
-                  custom_error_message="content must be a string or a list of content blocks"),
-]
-
-
-class InputMessage(BaseModel):
-    model_config = _STRICT
-    role: Literal["user", "assistant"]
-    content: Content
-
-
-class ToolDef(BaseModel):
-    model_config = _STRICT
-    name: str = Field(min_length=1, max_length=128)
-    description: str | None = None
-    input_schema: dict[str, Any]
-    type: Literal["custom"] | None = None
-    cache_control: CacheControl | None = None
-
-
-class ToolChoiceAuto(BaseModel):
-    model_config = _STRICT
-    type: Literal["auto"]
-    disable_parallel_tool_use: bool | None = None  # calls are one at a time here either way
-
-
-class ToolChoiceAny(BaseModel):
-    model_config = _STRICT
-    type: Literal["any"]
-    disable_parallel_tool_use: bool | None = None
-
-
-class ToolChoiceTool(BaseModel):
-    model_config = _STRICT
-    type: Literal["tool"]
-    name: str
-    disable_parallel_tool_use: bool | None = None
-
-
-class ToolChoiceNone(BaseModel):
-    model_config = _STRICT
-    type: Literal["none"]
-
-
-ToolChoice = Annotated[ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone, Field(discriminator="type")]
-
-
-class ThinkingEnabled(BaseModel):
-    model_config = _STRICT
-    type: Literal["enabled"]
-    budget_tokens: int = Field(ge=1, le=_MAX_TOKENS)
-    display: Literal["summarized", "omitted"] | None = None
-
-
-class ThinkingAdaptive(BaseModel):
-    """The template's own default (thinking where the model's template turns it on)."""
-
-    model_config = _STRICT
-    type: Literal["adaptive"]
-    display: Literal["summarized", "omitted"] | None = None
-
-
-class ThinkingDisabled(BaseModel):
-    model_config = _STRICT
-    type: Literal["disabled"]
-
-
-Thinking = Annotated[ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled, Field(discriminator="type")]
-
-
-class JsonOutputFormat(BaseModel):
-    model_config = _STRICT
-    type: Literal["json_schema"]
-    schema_: dict[str, Any] = Field(alias="schema")
-
-
-class OutputConfig(BaseModel):
-    """``format``: structured output, enforced by a grammar as ``response_format`` is."""
-
-    model_config = _STRICT
-    format: JsonOutputFormat | None = None
-    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
-
-
-class Metadata(BaseModel):
-    model_config = _STRICT
-    user_id: str | None = None
-
-
-class CountTokensRequest(BaseModel):
-    """What the prompt is made of: the body of ``/v1/messages/count_tokens``."""
-
-    model_config = _STRICT
-    model: str = Field(min_length=1)
-    messages: list[InputMessage] = Field(min_length=1)
-    system: str | list[TextBlock] | None = None
-    tools: list[ToolDef] | None = None
-    tool_choice: ToolChoice | None = None
-    thinking: Thinking | None = None
-    output_config: OutputConfig | None = None
-
-
-class MessagesRequest(CountTokensRequest):
-    max_tokens: int = Field(ge=1, le=_MAX_TOKENS)
-    temperature: float | None = Field(None, ge=0, le=1)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0, le=_MAX_TOKENS)
-    stop_sequences: list[str] | None = None
-    seed: int | None = Field(None, ge=-(1 << 63), lt=1 << 64)  # llama.cpp's extension, as on chat
-    stream: bool = False
-    metadata: Metadata | None = None
-    service_tier: Literal["auto", "standard_only"] | None = None
 
 
 # --- request -> chat request ----------------------------------------------------------------
@@ -295,9 +81,9 @@ def _image_part(block: ImageBlock, at: str) -> dict:
     if isinstance(source, FileImageSource):
         raise ValidationError(f"{at}: image source type 'file' is not supported: this server has no file store; "
                               "send the bytes (source type 'base64')", param="messages")
-    if source.media_type not in _IMAGE_MAGIC:
+    if source.media_type not in IMAGE_MAGIC:
         raise ValidationError(f"{at}: image media_type {source.media_type!r} is not one of "
-                              f"{', '.join(_IMAGE_MAGIC)}", param="messages")
+                              f"{', '.join(IMAGE_MAGIC)}", param="messages")
     found = _image_type(source.data)
     if found is not None and found != source.media_type:
         raise ValidationError(f"{at}: the image data is {found}, not the {source.media_type} its media_type says",
@@ -321,7 +107,7 @@ def _image_type(data: str) -> str | None:
     head = _head(data)
     if head is None:
         return None
-    for media_type, signatures in _IMAGE_MAGIC.items():
+    for media_type, signatures in IMAGE_MAGIC.items():
         if head.startswith(signatures) and (media_type != "image/webp" or head[8:12] == b"WEBP"):
             return media_type
     return None
