@@ -55,7 +55,7 @@ stage_setup() {
   cp .gpu/src/llama_cpp_python.tar.gz "$BENCH_LLAMA_CPP_PYTHON"
   log "building (CUDA arch ${CUDA_ARCH:-90}, $(nproc) jobs)"
   LLAMA_FFI_PINNED_COMMIT=0c1e57098 $PY scripts/build_libllama.py --source-dir "$SRC" --cuda \
-    --cuda-arch "${CUDA_ARCH:-90}" --tools all --jobs "$(nproc)" \
+    --cuda-arch "${CUDA_ARCH:-90}" --tools "${TOOLS:-all}" --jobs "$(nproc)" \
     --cmake-arg="-DGIT_EXE=$PWD/scripts/pinned_git.sh" || return 1
   # Workaround: build_libllama.py copies libllama*.so and libggml*.so only, while the tools also
   # link libllama-<tool>-impl.so and libllama-common.so (from the same build folder).
