@@ -475,3 +475,28 @@ def test_speculative_options_from_a_llama_server_body():
     for bad in ({"speculative": "on"}, {"speculative.n_max": 0}, {"speculative.p_max": 1}):
         with pytest.raises(ValidationError):
             SpeculativeOptions.from_body(bad)
+
+
+def test_draft_window_backs_off_probes_that_keep_missing():
+    from llama_ffi.native.loop import DraftWindow
+
+    window = DraftWindow(8)
+    assert window.next() == 8
+    for _ in range(4):  # misses halve the window to 0
+        window.update(window.next() or 1, kept_all=False)
+    assert window.size == 0
+
+    def steps_to_next_probe() -> int:
+        n = 1
+        while window.next() == 0:
+            n += 1
+        return n
+
+    gaps = []
+    for _ in range(6):  # every probe misses: the interval doubles, up to PROBE_MAX
+        gaps.append(steps_to_next_probe())
+        window.update(1, kept_all=False)
+    assert gaps == [4, 8, 16, 32, 64, 64]
+    assert steps_to_next_probe() == 64
+    window.update(1, kept_all=True)  # a kept probe: the window grows and probes are cheap again
+    assert window.size == 3 and window.probe_every == DraftWindow.PROBE_EVERY

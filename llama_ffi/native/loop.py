@@ -202,27 +202,40 @@ def _valid(tokens, n_vocab: int) -> list[int]:
 
 class DraftWindow:
     """How many drafts to ask for: +2 after a step that kept them all, halved after a miss,
-    and after falling to 0 tried again (with 1) every ``PROBE_EVERY`` steps. A rejected draft
-    costs a batch row, nearly free on a GPU but not on a CPU: this keeps misses cheap there."""
+    and after falling to 0 tried again (with 1) after ``PROBE_EVERY`` steps, an interval that
+    doubles (up to ``PROBE_MAX``) each time the probe misses too. A rejected draft costs a
+    batch row on a CPU; on a GPU a multi-row batch costs about two one-token steps (and a
+    change of batch shape), so on text that drafts rarely match, probes must stay rare."""
 
     PROBE_EVERY = 4
+    PROBE_MAX = 64
 
-    __slots__ = ("size", "limit", "idle")
+    __slots__ = ("size", "limit", "idle", "probe_every", "probing")
 
     def __init__(self, limit: int) -> None:
         self.size = self.limit = limit
         self.idle = 0
+        self.probe_every = self.PROBE_EVERY
+        self.probing = False
 
     def next(self) -> int:
         if self.size == 0:
             self.idle += 1
-            if self.idle >= self.PROBE_EVERY:
-                self.size, self.idle = 1, 0
+            if self.idle >= self.probe_every:
+                self.size, self.idle, self.probing = 1, 0, True
         return self.size
 
     def update(self, n_drafted: int, *, kept_all: bool) -> None:
-        if n_drafted:
-            self.size = min(self.size + 2, self.limit) if kept_all else self.size // 2
+        if not n_drafted:
+            return
+        if kept_all:
+            self.size = min(self.size + 2, self.limit)
+            self.probe_every = self.PROBE_EVERY
+        else:
+            self.size //= 2
+            if self.probing:
+                self.probe_every = min(2 * self.probe_every, self.PROBE_MAX)
+        self.probing = False
 
 
 class _Counts:
