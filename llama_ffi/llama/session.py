@@ -13,10 +13,12 @@ token, with fewer decodes when the drafts are right (``stats.accepted_tokens``).
 processor or stopping criteria need one row at a time, so those calls run without it.
 
 A prompt with images or audio (``media=`` a :class:`~llama_ffi.llama.vision.MediaPrompt`) is
-its text up to the first media marker, as tokens, and the rest as libmtmd chunks. The tokens
-go through prefix reuse as usual; from the first media chunk on everything is evaluated
-again by ``eval_chunks`` (so KV cells are never reused across different images). The cells
-a media chunk fills are remembered as ``MEDIA_CELL`` (-1), which no token id equals.
+its text up to the first media marker, as tokens, and the rest as libmtmd chunks. The cells
+a media chunk fills are remembered as negative keys derived from the media's id (a hash of
+its bytes) and the cell's offset (``MediaPrompt.cells``; no token id equals one, and
+:func:`is_media_cell` tells them apart), so prefix reuse covers an identical image at the
+same place, as llama-server does, and never another image. Reuse ends at a chunk boundary
+(never inside an image); ``eval_chunks`` evaluates the chunks after it.
 
 Calls on one session are serialised by a lock; a stream holds it from its first chunk
 until it ends or is closed, so the KV bookkeeping is never interleaved.
@@ -41,9 +43,14 @@ from ..generation.sampling import SamplingParams
 from ..generation.spec import GenerationSpec, budget, common_prefix, prepare
 from ..native.loop import TokenLoop
 
-__all__ = ["MEDIA_CELL", "Session", "SessionStats"]
+__all__ = ["MEDIA_CELL", "Session", "SessionStats", "is_media_cell"]
 
-MEDIA_CELL = -1  # what the token bookkeeping holds for a KV cell filled by an image or audio embedding
+MEDIA_CELL = -1  # a KV cell filled by an image or audio embedding, as logits processors see it
+
+
+def is_media_cell(entry: int) -> bool:
+    """Whether a KV bookkeeping entry is a media cell (MEDIA_CELL or a media key), not a token."""
+    return entry < 0
 
 
 @dataclass
@@ -159,7 +166,7 @@ class Session:
                        parse_special=opts.parse_special, suffix=opts.suffix)
         held = len(self.cache) if not opts.reset_kv_cache else 0
         if media is not None:
-            spec.prompt = list(media.prefix) + [MEDIA_CELL] * media.n_pos
+            spec.prompt = list(media.prefix) + media.cells
         spec.prompt = self._fit(spec.prompt, held, opts, media is not None)
         spec.stop_tokens = spec.stop_tokens | self.eog
         output = SequenceOutput(self.pieces, spec.stop, spec.logprobs)
@@ -197,7 +204,7 @@ class Session:
                 self.context.set_sampler(0, device)  # closing it below detaches it
             self.loop.chain = chain
             self._prefill(run)
-            prime(chain, run.spec, run.full if run.media is None else [t for t in run.full if t != MEDIA_CELL])
+            prime(chain, run.spec, run.full if run.media is None else [t for t in run.full if not is_media_cell(t)])
             self.stats.calls += 1
             yield from (self._speculative_tokens(run) if speculate else self._tokens(run))
         finally:
@@ -215,18 +222,19 @@ class Session:
 
     def _prefill(self, run: _Run) -> None:
         """Decode what the KV cache lacks (prefix reuse)."""
-        ctx, opts = self.context, run.opts
+        ctx, opts, media = self.context, run.opts, run.media
         self._apply_loras(opts.loras)
         base = 0 if opts.reset_kv_cache else len(self.cache)
         full = self.cache[:base] + run.prompt_tokens
         keep = 0 if (opts.echo and run.logprobs) else common_prefix(self.cache, full)
-        # the last prompt token must be decoded for its logits; with media, reuse ends where
-        # the first media chunk starts and eval_chunks decodes the last token
-        text_end = len(full) if run.media is None else base + len(run.media.prefix)
-        keep = min(keep, len(full) - 1, text_end)
+        keep = min(keep, len(full) - 1)  # the last prompt token must be decoded for its logits
+        # with media, reuse ends at a chunk boundary or inside a text chunk (whose rest is
+        # decoded here as tokens); eval_chunks runs the chunks from first_chunk on
+        media_start = base + len(media.prefix) if media is not None else len(full)
+        keep, text_end, first_chunk = self._resume(media, media_start, keep)
         if keep < len(self.cache) and not ctx.memory_seq_rm(0, keep, -1):
             ctx.memory_clear()
-            keep = 0
+            keep, text_end, first_chunk = self._resume(media, media_start, 0)
         self.cache = self.cache[:keep]
         run.full, self.loop.pos = full, keep
         self.stats.last_reused, self.stats.last_prefill = keep, len(full) - keep
@@ -240,15 +248,23 @@ class Session:
                 raise CancelledError("cancelled while reading the prompt")
             on_chunk = None if collect is None else (lambda offset, n, at=at: collect(at + offset, n))
             self.loop.prefill(full[at: min(at + step, text_end)], at, on_chunk=on_chunk)
-        if run.media is not None:
+        if media is not None and first_chunk < len(media.chunk_types):
             if cancel is not None and cancel.is_set():
                 raise CancelledError("cancelled while reading the prompt")
             self.loop.pos = text_end
             try:
-                self.loop.pos = run.media.evaluate(ctx, text_end)
+                self.loop.pos = media.evaluate(ctx, text_end, first_chunk)
             except BaseException:
                 ctx.memory_seq_rm(0, text_end, -1)  # a half-evaluated image must not stay behind
                 raise
+
+    @staticmethod
+    def _resume(media, media_start: int, keep: int) -> tuple[int, int, int]:
+        """(cells kept, end of the plain tokens to decode, first media chunk to evaluate)."""
+        if media is None:
+            return keep, media_start, 0
+        kept, text_end, first_chunk = media.resume(keep - media_start)
+        return media_start + kept, media_start + text_end, first_chunk
 
     def _prompt_logprobs(self, run: _Run, full: list[int]):
         collector, ctx = run.logprobs, self.context
@@ -343,6 +359,7 @@ class _RowHolder:
     def track(self, known: list[int], n_ctx: int) -> None:
         self.history = np.zeros(n_ctx + 1, dtype=np.intc)
         self.history[: len(known)] = known
+        np.maximum(self.history, MEDIA_CELL, out=self.history)  # processors see every media cell as -1
         self.count = len(known)
 
     def history_with(self, token: int) -> np.ndarray:

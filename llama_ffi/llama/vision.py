@@ -18,16 +18,18 @@ projector's path into ``Llama(mmproj=...)``, and answers through the same chat p
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ValidationError
+from ..errors import GenerationError, ValidationError
 
 __all__ = ["HANDLER_NAMES", "Llama3VisionAlphaChatHandler", "Llava15ChatHandler", "Llava16ChatHandler", "MediaPrompt",
            "MiniCPMv26ChatHandler", "MoondreamChatHandler", "MtmdChatHandler", "NanoLlavaChatHandler",
-           "ObsidianChatHandler", "Qwen25VLChatHandler", "load_projector", "media_prompt"]
+           "ObsidianChatHandler", "Qwen25VLChatHandler", "load_projector", "media_cell_keys", "media_prompt"]
 
 
 def load_projector(model, path: str | os.PathLike, *, use_gpu: bool):
@@ -43,22 +45,74 @@ class MediaPrompt:
     """A prompt with media, ready for the session: ``prefix`` (token ids of the text before the
     first media marker), ``chunks`` (libmtmd's chunks from that marker on), ``n_pos`` (context
     positions the chunks take) and ``n_tokens`` (prompt tokens in all, an image counting its
-    embeddings). Owns its chunks: :meth:`close` frees them (the session does, after the call)."""
+    embeddings). Owns its chunks: :meth:`close` frees them (the session does, after the call).
+
+    ``cells`` is what the session's KV bookkeeping holds for the chunks' positions: a text
+    chunk's token ids, and for each position of a media chunk a negative key
+    (:func:`media_cell_keys`) derived from the media's id (a hash of its bytes), so that
+    prefix reuse matches an identical image at the same place and nothing else.
+    ``chunk_starts[i]`` is where chunk ``i`` starts in ``cells`` (plus a last entry, the end)."""
 
     def __init__(self, prefix: list[int], chunks) -> None:
         self.prefix, self.chunks = prefix, chunks
         self.n_pos = chunks.n_pos
         self.n_tokens = len(prefix) + chunks.n_tokens
-        self.media_chunks = [c for c in chunks if c.type != "text"]
+        described = list(chunks)
+        self.media_chunks = [c for c in described if c.type != "text"]
+        self.chunk_types = [c.type for c in described]
+        self.cells: list[int] = []
+        self.chunk_starts: list[int] = []
+        seen: dict[str, int] = {}
+        for chunk in described:
+            self.chunk_starts.append(len(self.cells))
+            if chunk.type == "text":
+                self.cells.extend(chunk.tokens)
+                continue
+            # a bitmap without an id (or an image split in slices, each carrying the same id)
+            # must never match another: a fresh id, and the occurrence count, are hashed too
+            key = chunk.id if chunk.id is not None else uuid.uuid4().hex
+            occurrence = seen[key] = seen.get(key, -1) + 1
+            self.cells.extend(media_cell_keys(f"{chunk.type}\0{key}\0{occurrence}", chunk.n_pos))
+        self.chunk_starts.append(len(self.cells))
+        if len(self.cells) != self.n_pos:  # the bookkeeping must map one entry to one position
+            raise GenerationError(f"libmtmd's chunks take {self.n_pos} positions but describe {len(self.cells)}")
 
-    def evaluate(self, context, n_past: int) -> int:
-        """Decode the chunks at ``n_past``; returns the next position."""
+    def resume(self, kept: int) -> tuple[int, int, int]:
+        """Where evaluation restarts when the KV cache already holds ``kept`` of :attr:`cells`
+        (negative: only part of the prefix). Returns ``(kept, text_end, first_chunk)``: the
+        cells to keep (never part of a media chunk: rounded down to its start), up to where
+        the caller decodes plain tokens (the rest of a text chunk ``kept`` falls in, when more
+        than its last token), and the first chunk :meth:`evaluate` must run (``len(chunks)``
+        when none is left)."""
+        if kept <= 0:
+            return kept, 0, 0
+        starts = self.chunk_starts
+        index = next(i for i in range(len(starts) - 1) if starts[i] <= kept < starts[i + 1])
+        if self.chunk_types[index] == "text" and starts[index + 1] - kept > 1:
+            return kept, starts[index + 1], index + 1
+        # Never inside a media chunk. Nor one token short of a text chunk's end (a repeated
+        # prompt): a lone token decoded after media cells gave logits up to 0.6 off those of
+        # the batched decode a fresh Llama does (llama.cpp CPU, the random test projector),
+        # where re-evaluating the whole text chunk reproduces them exactly.
+        return starts[index], starts[index], index
+
+    def evaluate(self, context, n_past: int, first_chunk: int = 0) -> int:
+        """Decode the chunks from ``first_chunk`` on at ``n_past``; returns the next position."""
         from ..native.mtmd import eval_chunks
 
-        return eval_chunks(context, self.chunks, n_past, seq_id=0)
+        return eval_chunks(context, self.chunks, n_past, seq_id=0, first_chunk=first_chunk)
 
     def close(self) -> None:
         self.chunks.close()
+
+
+def media_cell_keys(seed: str, n: int) -> list[int]:
+    """``n`` keys for the KV cells of one media chunk: each a pseudo-random function of the
+    media's id and the cell's offset, in [-(2**31 - 1), -2] (negative, so never a token id;
+    never -1, the plain MEDIA_CELL; within int32, as saved states store them). Two different
+    images agree on one cell with chance about 2**-31, on a whole chunk of n cells 2**(-31 * n)."""
+    stream = hashlib.shake_128(seed.encode("utf-8", errors="surrogatepass")).digest(4 * n)
+    return [-2 - int.from_bytes(stream[4 * i: 4 * i + 4], "little") % (2**31 - 2) for i in range(n)]
 
 
 def media_prompt(mtmd, vocab, text: str, media: Sequence[Any], *, add_bos: bool) -> MediaPrompt:

@@ -210,11 +210,11 @@ class MtmdContext(Handle):
         return view.reshape(n_tokens, self.n_embd).copy()
 
     def eval_chunks(self, context, chunks: InputChunks, n_past: int, seq_id: int = 0, n_batch: int | None = None,
-                    logits_last: bool = True) -> int:
+                    logits_last: bool = True, first_chunk: int = 0) -> int:
         """:func:`eval_chunks` for chunks this projector tokenized."""
         if chunks.mtmd is not self:
             raise ValidationError("these chunks were tokenized by another projector", param="chunks")
-        return eval_chunks(context, chunks, n_past, seq_id, n_batch, logits_last)
+        return eval_chunks(context, chunks, n_past, seq_id, n_batch, logits_last, first_chunk)
 
 
 class Bitmap(Handle):
@@ -351,10 +351,12 @@ class InputChunks(Handle):
 
 
 def eval_chunks(context, chunks: InputChunks, n_past: int, seq_id: int = 0, n_batch: int | None = None,
-                logits_last: bool = True) -> int:
-    """Decode every chunk into ``context`` (text as tokens, media through the encoder as
-    embeddings) for sequence ``seq_id`` starting at position ``n_past``; returns the next
-    position. With ``logits_last`` the last text token's logits are kept for sampling."""
+                logits_last: bool = True, first_chunk: int = 0) -> int:
+    """Decode the chunks from index ``first_chunk`` on (default: all) into ``context`` (text as
+    tokens, media through the encoder as embeddings) for sequence ``seq_id`` starting at
+    position ``n_past``; returns the next position. With ``logits_last`` the last text token's
+    logits are kept for sampling. A ``first_chunk`` past 0 resumes a prompt whose earlier
+    chunks the KV cache already holds (prefix reuse across images)."""
     mtmd = chunks.mtmd
     if context.model is not mtmd.model:
         raise ValidationError("the context and the projector were loaded for different models", param="context")
@@ -365,27 +367,36 @@ def eval_chunks(context, chunks: InputChunks, n_past: int, seq_id: int = 0, n_ba
     n_batch = context.n_batch if n_batch is None else n_batch
     if not isinstance(n_batch, int) or not 1 <= n_batch <= context.n_batch:
         raise ValidationError(f"n_batch must be in [1, {context.n_batch}] (the context's n_batch)", param="n_batch")
-    n_pos = chunks.n_pos
+    n_chunks = len(chunks)
+    if isinstance(first_chunk, bool) or not isinstance(first_chunk, int) or not 0 <= first_chunk < max(n_chunks, 1):
+        raise ValidationError(f"first_chunk {first_chunk!r} outside [0, {n_chunks})", param="first_chunk")
+    todo = [chunks[i] for i in range(first_chunk, n_chunks)]
+    n_pos = sum(chunk.n_pos for chunk in todo)
     if n_past + n_pos > context.n_ctx_seq:
         raise ValidationError(f"the prompt takes {n_pos} positions from {n_past}: past this sequence's "
                               f"{context.n_ctx_seq}", param="chunks")
-    ffi, flag = mtmd._ffi, context._abort_flag
-    if mtmd._lib.mtmd_decode_use_non_causal(mtmd.ptr, ffi.NULL):  # (gemma3) an image attends to itself whole:
-        limit = min(n_batch, context.n_ubatch)                      # its embeddings must fit one ubatch
-        for chunk in chunks:
+    lib, ffi, flag = mtmd._lib, mtmd._ffi, context._abort_flag
+    if lib.mtmd_decode_use_non_causal(mtmd.ptr, ffi.NULL):  # (gemma3) an image attends to itself whole:
+        limit = min(n_batch, context.n_ubatch)              # its embeddings must fit one ubatch
+        for chunk in todo:
             if chunk.type != "text" and chunk.n_tokens > limit:
                 raise ValidationError(f"media chunk {chunk.index} has {chunk.n_tokens} tokens, more than n_batch/"
                                       f"n_ubatch={limit}; this model decodes an image in one batch", param="chunks")
-    new_n_past = ffi.new("llama_pos *")
+    # what mtmd_helper_eval_chunks does from chunk 0: one chunk at a time, logits for the last
+    new_n_past = ffi.new("llama_pos *", n_past)
+    status, index = 0, first_chunk
     _exit.enter(flag)
     try:
-        status = mtmd._lib.mtmd_helper_eval_chunks(mtmd.ptr, context.ptr, chunks.ptr, n_past, seq_id, n_batch,
-                                                   bool(logits_last), new_n_past)
+        for index in range(first_chunk, n_chunks):
+            last = bool(logits_last) and index == n_chunks - 1
+            status = lib.mtmd_helper_eval_chunk_single(mtmd.ptr, context.ptr, chunks._chunk_ptr(index),
+                                                       new_n_past[0], seq_id, n_batch, last, new_n_past)
+            if status != 0:
+                break
     finally:
         _exit.leave(flag)
     flag[0] = b"\0"
     if status != 0:
-        raise DecodeError(f"mtmd_helper_eval_chunks failed with status {status} (encode or decode; the log says "
+        raise DecodeError(f"evaluating chunk {index} failed with status {status} (encode or decode; the log says "
                           "which)")
     return int(new_n_past[0])
-
