@@ -445,7 +445,8 @@ class Llama:
 
     @property
     def eval_tokens(self) -> deque:
-        return deque(self._session.cache, maxlen=self.n_ctx())
+        # media cells show as -1 (MEDIA_CELL), as logits processors see them, not as their keys
+        return deque((max(t, -1) for t in self._session.cache), maxlen=self.n_ctx())
 
     @property
     def eval_logits(self) -> deque:
