@@ -104,6 +104,15 @@ def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180) -> N
     raise proc.WorkerError("server did not become healthy")
 
 
+def stop(server: subprocess.Popen) -> None:
+    """End a server process: politely, then for good after 30 s."""
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def server_command(kind: str, s: dict, port: int, n_ctx: int, n: int) -> list[str]:
     if kind in ("ours", "ours-streams"):
         return [sys.executable, "-m", "llama_ffi.server", "-m", s["model"], "-a", "m", "--port", str(port),
@@ -131,11 +140,7 @@ def measure_server(kind: str, s: dict, n: int, n_gen: int, reps: int) -> dict:
         runs = [asyncio.run(load(url, n, n_gen, "Write a short story about a robot who learns to paint."))
                 for _ in range(reps)]
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
     ttft = [t for r in runs for t in r["ttft"]]
     return {"samples": [r["tps"] for r in runs], "note": f"{n} x {n_gen} tokens, streamed, temperature 0.8",
             **_percentiles(ttft)}

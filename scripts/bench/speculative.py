@@ -83,7 +83,7 @@ def llama_server_rows(args, tasks: list[str]) -> dict[tuple[str, str], tuple[flo
     import httpx
 
     from .env import REPO, VENDOR_BIN
-    from .serving import _free_port, _wait_healthy
+    from .serving import _free_port, _wait_healthy, stop
 
     results = {}
     for mode, flags in server_modes(args).items():
@@ -111,11 +111,7 @@ def llama_server_rows(args, tasks: list[str]) -> dict[tuple[str, str], tuple[flo
                     best = max(best, timings["predicted_n"] / seconds)
                 results[mode, task] = (best, timings.get("draft_n", 0), timings.get("draft_n_accepted", 0))
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
     return results
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from . import lcpp, proc
 from .env import REPO, VENDOR_BIN, VENDOR_LIB, device
-from .serving import _free_port, _wait_healthy
+from .serving import _free_port, _wait_healthy, stop
 
 PROMPT = "Describe this image."
 PEERS = ("ours", "ours-server", "llama-server", "llama-server-bs", "llama-cpp-python")
@@ -92,7 +92,6 @@ def timed_stream(chunks, start: float) -> dict:
 # --- children: one process each, the parent never loads libllama -----------------------------
 def child_ours(p: dict) -> dict:
     from llama_ffi import Llama
-    from llama_ffi.native.mtmd import sniff_media  # noqa: F401  (fails early without libmtmd)
 
     image = png_bytes(*p["image"])
     with Llama(p["model"], mmproj=p["mmproj"], n_ctx=p["n_ctx"], n_gpu_layers=p["n_gpu_layers"], verbose=False,
@@ -268,11 +267,7 @@ def measure_server(peer: str, p: dict, eog: list[int]) -> dict:
             one(8)
             result = best([one(p["n_gen"]) for _ in range(p["repeat"])])
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
         log.seek(0)
         encoded = [int(m) for m in re.findall(rb"slice encoded in (\d+) ms", log.read())]
     if encoded:
