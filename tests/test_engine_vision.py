@@ -75,6 +75,21 @@ def test_same_image_same_answer_other_image_other_logits(engine):
         or other.logprobs[0][2] != first.logprobs[0][2]
 
 
+def test_a_repeated_image_reuses_its_cells_and_another_image_does_not(engine, script):
+    a, b = png_bytes(30, 30, seed=21), png_bytes(30, 30, seed=22)
+    n_prefix = len(image_prompt(engine, a).prefix)  # the text before the image
+    n_image = (script.IMAGE_SIZE // script.PATCH_SIZE) ** 2
+    first = image_completion(engine, a, max_tokens=6, logprobs=2)
+    again = image_completion(engine, a, max_tokens=6, logprobs=2)
+    # the text and the image are kept; the text after the image is evaluated again
+    assert again.cached_tokens == n_prefix + n_image
+    assert again.tokens == first.tokens
+    assert again.logprobs[0][1] == pytest.approx(first.logprobs[0][1], abs=1e-4)
+    other = image_completion(engine, b, max_tokens=6)
+    assert other.cached_tokens <= n_prefix  # another image: nothing past the text before it
+    assert engine.complete_sync(TEXT_PROMPT, max_tokens=4, sampling=GREEDY).finish_reason in ("stop", "length")
+
+
 def test_image_and_text_requests_run_together(engine):
     alone = engine.complete_sync(TEXT_PROMPT, max_tokens=12, sampling=GREEDY)
     image_alone = image_completion(engine, png_bytes(24, 24, seed=5), max_tokens=10)

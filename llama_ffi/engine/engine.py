@@ -26,7 +26,7 @@ from ..generation.drafting import SpeculativeOptions
 from ..generation.spec import budget, prepare
 from ..native import Context, ContextParams, Model, ModelParams
 from ..native.devices import has_gpu
-from .request import MEDIA_CELL, Event, Request
+from .request import Event, Request
 from .scheduler import Scheduler
 
 
@@ -197,12 +197,13 @@ class Engine:
                                   param="messages")
         max_tokens = self.config.max_tokens_default if max_tokens is None else max_tokens
         # checked and tokenized as text: the prefix and the last token (which is decoded again
-        # in the batch for its logits); the cells between are media (MEDIA_CELL)
+        # in the batch for its logits); the cells between are the chunks' (MediaPrompt.cells:
+        # token ids, and keys of the media's bytes that let an identical image be reused)
         spec = prepare(self.model.vocab, list(media.prefix) + [last.tokens[-1]], sampling=sampling,
                        max_tokens=max_tokens, stop=stop, grammar=grammar, logprobs=logprobs)
         spec.stop_tokens |= frozenset(int(t) for t in self.model.vocab.check_tokens(list(stop_tokens)))
         lora_set = self.scheduler.default_loras if loras is None else self.scheduler.lora_sets.get(loras)
-        tokens = np.asarray(list(media.prefix) + [MEDIA_CELL] * (media.n_pos - 1) + [last.tokens[-1]], dtype=np.int32)
+        tokens = np.asarray(list(media.prefix) + media.cells, dtype=np.int32)
         n_ctx = self.context.n_ctx_seq
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(f"prompt of {len(tokens)} positions (images included) does not fit the "

@@ -13,8 +13,6 @@ import numpy as np
 
 from ..generation.spec import GenerationSpec
 
-MEDIA_CELL = -1  # a KV cell filled by an image or audio embedding: no token id equals it
-
 _ids = itertools.count(1)
 
 
@@ -61,7 +59,7 @@ class Request:
     n_drafted: int = 0  # draft tokens checked by the model, and those it kept
     n_draft_accepted: int = 0
     # a MediaPrompt (llama.vision): its prefix tokens and libmtmd chunks, evaluated at admission;
-    # ``prompt`` then holds MEDIA_CELL for each cell a chunk fills (see Scheduler._admit_media)
+    # ``prompt`` then holds its ``cells``: negative keys for the cells a media chunk fills
     media: object = None
     _cancel: threading.Event = field(default_factory=threading.Event)
 

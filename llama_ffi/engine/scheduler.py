@@ -37,7 +37,7 @@ from ..generation.output import SequenceOutput, log_softmax
 from ..native import Batch
 from ..native.loop import DraftWindow
 from .adapters import AdapterSets
-from .request import MEDIA_CELL, Event, Request, State
+from .request import Event, Request, State
 from .slots import Slot, SlotTable
 
 EXPECTED_NEW_TOKENS = 128  # cells kept free for each request to grow into (at most max_tokens)
@@ -239,28 +239,40 @@ class Scheduler:
         return True
 
     def _admit_media(self, request: Request) -> bool:
-        """Evaluate a media request's prefix and chunks into a slot now (``eval_chunks``, one
-        call: the step waits for it), all but its last token, which the next batch decodes
-        again for the logits its sampling reads. No cached prefix is reused."""
-        from ..native.mtmd import eval_chunks
-
-        slot = self.slots.pick_for(None)
+        """Evaluate a media request's prompt into a slot now (one call: the step waits for
+        it), all but its last token, which the next batch decodes again for the logits its
+        sampling reads. Cached cells are reused as for text, up to a chunk boundary: the slot
+        bookkeeping holds media cells as keys of the media's bytes (``MediaPrompt.cells``), so
+        only an identical image at the same place matches, and an image is reused whole or not
+        at all."""
+        prompt, media = request.prompt, request.media
+        match = self.slots.best_prefix(prompt, request.loras)
+        slot = self.slots.pick_for(match)
         if slot is None:
             return False
-        prompt = request.prompt
+        keep, text_end, first_chunk = self._media_resume(media, match, len(prompt))
+        if keep and match.slot.busy and match.slot.n_past < keep:
+            keep, text_end, first_chunk = 0, 0, 0  # its cells are still being computed
+        shared = keep if keep and match.slot is not slot else 0
         if self.ctx.n_streams == 1 and self.running and \
-                self._reserved() + len(prompt) + self._growth(request) > self.ctx.n_ctx:
+                self._reserved() + len(prompt) - shared + self._growth(request) > self.ctx.n_ctx:
             return False
         chains = self._chains(request)
-        media = request.media
         try:
-            self._evict(slot)
             for attempt in (0, 1):
                 try:
-                    end = self._eval_media(media, slot.seq_id, eval_chunks)
+                    if keep and match.slot is slot:
+                        self.ctx.memory_seq_rm(slot.seq_id, keep, -1)
+                    else:
+                        self._evict(slot)
+                        if keep:
+                            self._copy_prefix(match.slot, slot, keep)
+                    end = self._eval_media(media, slot.seq_id, keep, text_end, first_chunk)
                     break
                 except Exception:
                     self.ctx.memory_seq_rm(slot.seq_id)
+                    keep = shared = 0
+                    text_end, first_chunk = len(media.prefix), 0
                     if attempt or not self._evict_cached_prefixes(len(prompt)):
                         raise
             if end != len(prompt):
@@ -272,21 +284,37 @@ class Scheduler:
             raise
         finally:
             request.close_media()
-        self._start(request, slot, len(prompt) - 1, 0, chains, cached=0)
+        self._start(request, slot, len(prompt) - 1, shared, chains, cached=keep)
         return True
 
-    def _eval_media(self, media, seq_id: int, eval_chunks) -> int:
-        """Decode the text prefix (no logits), then the chunks; returns the next position."""
-        prefix = np.asarray(media.prefix, dtype=np.int32)
+    @staticmethod
+    def _media_resume(media, match, n_prompt: int) -> tuple[int, int, int]:
+        """(cells kept, end of the plain tokens to decode, first chunk to evaluate) for a
+        media prompt whose first ``match.length`` cells a slot holds."""
+        n_prefix = len(media.prefix)
+        reuse = min(match.length, n_prompt - 1) if match is not None else 0
+        if reuse <= n_prefix:  # inside the text before the first image
+            return reuse, n_prefix, 0
+        kept, text_end, first_chunk = media.resume(reuse - n_prefix)
+        return n_prefix + kept, n_prefix + text_end, first_chunk
+
+    def _eval_media(self, media, seq_id: int, keep: int, text_end: int, first_chunk: int) -> int:
+        """Decode the plain tokens from ``keep`` to ``text_end`` (no logits), then the chunks
+        from ``first_chunk`` on; returns the next position."""
+        from ..native.mtmd import eval_chunks
+
+        tokens = np.asarray((list(media.prefix) + media.cells)[keep:text_end], dtype=np.int32)
         batch = self.batch
-        for start in range(0, len(prefix), batch.capacity):
+        for start in range(0, len(tokens), batch.capacity):
             batch.clear()
-            part = prefix[start: start + batch.capacity]
-            batch.add(part, start, seq_id, logits="none")
+            batch.add(tokens[start: start + batch.capacity], keep + start, seq_id, logits="none")
             self.ctx.decode(batch)
         batch.clear()
+        if first_chunk >= len(media.chunk_types):
+            return text_end
         with self.media_lock:
-            return eval_chunks(self.ctx, media.chunks, len(prefix), seq_id=seq_id, logits_last=False)
+            return eval_chunks(self.ctx, media.chunks, text_end, seq_id=seq_id, logits_last=False,
+                               first_chunk=first_chunk)
 
     def _copy_prefix(self, source: Slot, target: Slot, n: int) -> None:
         if self.ctx.n_streams == 1:  # shared cells: no data moves
@@ -351,7 +379,7 @@ class Scheduler:
         host, device = build_chains(request.spec, self.vocab, on_gpu=self.backend_sampling and not media,
                                     split=self.split_chains)
         try:
-            prompt = request.prompt[request.prompt != MEDIA_CELL] if media else request.prompt
+            prompt = request.prompt[request.prompt >= 0] if media else request.prompt  # no media cells
             prime(host, request.spec, prompt, request.resumed_tokens)
         except BaseException:
             self._close_chains_of(host, device)
