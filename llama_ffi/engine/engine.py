@@ -155,7 +155,8 @@ class Engine:
         request is admitted, its text prefix and media chunks are evaluated into its slot's
         sequence in one go on the engine thread (``eval_chunks``), so the other streams wait
         for that (about one prefill step per image); from then on it decodes in the shared
-        batches like any request (host sampling, no speculation). It reuses no cached prefix,
+        batches like any request (host sampling, no speculation). It reuses cached cells up to a
+        chunk boundary (an identical image at the same place included: ``MediaPrompt.cells``),
         and is never preempted: when the cache is full it ends with ``length``."""
         if self._closed:
             if media is not None:

@@ -8,7 +8,7 @@ Every peer answers the same chat request, streamed: one PNG (``--image WxH``, se
 answer has exactly that many tokens. TTFT is request to first text (image decode, encode and
 prompt); decode t/s is the tokens after the first over the time after it. Each cell is the best
 of ``--repeat`` requests after one warm-up, each request encoding the image again (no prompt
-reuse: ``cache_prompt: false`` for llama-server, a reset for ours). "encode ms" is the image
+reuse: a new image each time, ``cache_prompt: false`` for llama-server). "encode ms" is the image
 encode alone: ours timed around ``MtmdContext.encode``, llama-server's from its "slice encoded
 in" log line; the same libmtmd does the work in every peer.
 
@@ -59,6 +59,15 @@ def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
+_images = iter(range(1, 1 << 30))
+
+
+def fresh_image(size) -> bytes:
+    """A new image for every request: no peer may reuse the last one's cells (ours and
+    llama-server both keep an identical image's KV cells)."""
+    return png_bytes(*size, seed=next(_images))
+
+
 def messages(image: bytes) -> list[dict]:
     uri = "data:image/png;base64," + base64.b64encode(image).decode()
     return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
@@ -101,7 +110,8 @@ def child_ours(p: dict) -> dict:
         def one(n_gen: int) -> dict:
             llm.reset()
             start = time.perf_counter()
-            stream = llm.create_chat_completion(messages(image), max_tokens=n_gen, temperature=0.0, stream=True,
+            stream = llm.create_chat_completion(messages(fresh_image(p["image"])), max_tokens=n_gen, temperature=0.0,
+                                                stream=True,
                                                 logit_bias=ban)
             return timed_stream(stream, start)
 
@@ -139,7 +149,8 @@ def child_lcpp(p: dict) -> dict:
     def one(n_gen: int) -> dict:
         llm.reset()
         start = time.perf_counter()
-        stream = llm.create_chat_completion(messages(image), max_tokens=n_gen, temperature=0.0, repeat_penalty=1.0,
+        stream = llm.create_chat_completion(messages(fresh_image(p["image"])), max_tokens=n_gen, temperature=0.0,
+                                            repeat_penalty=1.0,
                                             stream=True, logit_bias=ban)
         return timed_stream(stream, start)
 
@@ -160,7 +171,6 @@ def child_mixed(p: dict) -> dict:
     from llama_ffi.llama.vision import media_prompt
 
     n_text, n_gen = p["mixed"], p["n_gen"]
-    image = png_bytes(*p["image"])
     with Engine(p["model"], n_ctx=(n_text + 1) * (n_gen + 1024), n_seq_max=n_text + 1,
                 n_gpu_layers=p["n_gpu_layers"], mmproj=p["mmproj"]) as eng:
         greedy = SamplingParams(temperature=0.0, logit_bias={t: -100.0 for t in eng.model.vocab.eog_tokens})
@@ -168,8 +178,8 @@ def child_mixed(p: dict) -> dict:
         def image_request(sink):
             text = f"<|im_start|>user\n{eng.mtmd.marker}\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n"
             with eng.media_lock:
-                media = media_prompt(eng.mtmd, eng.model.vocab, text, [MediaInput("image", image, "bench")],
-                                     add_bos=True)
+                media = media_prompt(eng.mtmd, eng.model.vocab, text,
+                                     [MediaInput("image", fresh_image(p["image"]), "bench")], add_bos=True)
             return eng.submit("", media=media, sampling=greedy, max_tokens=8, sink=sink)
 
         def wave(with_image: bool) -> dict:
@@ -244,10 +254,9 @@ def measure_server(peer: str, p: dict, eog: list[int]) -> dict:
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    image = png_bytes(*p["image"])
-    body = {"model": "m", "messages": messages(image), "temperature": 0.0, "stream": True,
+    body = {"model": "m", "temperature": 0.0, "stream": True,
             "stream_options": {"include_usage": True}, "logit_bias": {str(t): -100 for t in eog},
-            "cache_prompt": False}  # ours takes and ignores it: an image's cells are never reused
+            "cache_prompt": False}
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(server_command(peer, p, port), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
@@ -256,8 +265,8 @@ def measure_server(peer: str, p: dict, eog: list[int]) -> dict:
 
             def one(n_gen: int) -> dict:
                 start = time.perf_counter()
-                with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "max_tokens": n_gen},
-                                  timeout=600) as response:
+                request = {**body, "messages": messages(fresh_image(p["image"])), "max_tokens": n_gen}
+                with httpx.stream("POST", url + "/v1/chat/completions", json=request, timeout=600) as response:
                     if response.status_code != 200:
                         raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:300]!r}")
                     lines = (json.loads(x[6:]) for x in response.iter_lines()
