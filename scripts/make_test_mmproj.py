@@ -120,15 +120,7 @@ def write_mmproj(path: Path, n_embd_text: int, seed: int = 0, replace: dict[str,
     tensors["mm.2.bias"] = weight(n_embd_text)
     for name, data in (replace or {}).items():  # None drops the tensor
         tensors.pop(name) if data is None else tensors.__setitem__(name, data)
-    for name, data in tensors.items():
-        writer.add_tensor(name, data)
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return _write(writer, tensors, path)
 
 
 # --- audio -------------------------------------------------------------------------------------
@@ -213,9 +205,12 @@ def write_audio_mmproj(path: Path, n_embd_text: int, seed: int = 0) -> Path:
     tensors["mm.a.mlp.1.weight"] = weight(2 * n_hidden, n_stacked)  # SwiGLU: gate and value halves
     tensors["mm.a.norm_mid.weight"] = np.ones(n_hidden, np.float32)
     tensors["mm.a.mlp.2.weight"] = weight(n_embd_text, n_hidden)  # the output: n_embd_text wide
+    return _write(writer, tensors, path)
+
+
+def _write(writer, tensors: dict[str, np.ndarray], path: Path) -> Path:
     for name, data in tensors.items():
         writer.add_tensor(name, data)
-
     path.parent.mkdir(parents=True, exist_ok=True)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -24,12 +24,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from pydantic import TypeAdapter  # noqa: E402
-from server_harness import running_server  # noqa: E402
+from test_engine_vision import MAX_MEDIA_BYTES, MAX_MEDIA_ITEMS, server  # noqa: E402,F401 - the server fixture
 
 from openai.types.responses import Response, ResponseStreamEvent  # noqa: E402
 
-MAX_MEDIA_BYTES = 64_000
-MAX_MEDIA_ITEMS = 3
 PNG = png_bytes(40, 30, seed=1)
 EVENTS = TypeAdapter(ResponseStreamEvent)
 OPENAI_GREEDY = {"temperature": 0.0, "extra_body": {"seed": 7}}
@@ -40,19 +38,6 @@ ANTHROPIC_GREEDY = {"extra_body": {"temperature": 0}}  # the newest clients drop
 def n_image(script) -> int:
     """Embeddings the test projector gives one image (a LLaVA projector: one per patch)."""
     return (script.IMAGE_SIZE // script.PATCH_SIZE) ** 2
-
-
-@pytest.fixture(scope="module")
-def server(model_path, projector):
-    from llama_ffi.server.config import ModelSettings, ServerSettings
-
-    settings = ServerSettings(models=[
-        ModelSettings(model=str(model_path), model_alias="vis", n_ctx=2048, n_parallel=2, n_gpu_layers=0, n_threads=2,
-                      mmproj=str(projector), max_media_bytes=MAX_MEDIA_BYTES, max_media_items=MAX_MEDIA_ITEMS),
-        ModelSettings(model=str(model_path), model_alias="text", n_ctx=512, n_parallel=1, n_gpu_layers=0,
-                      n_threads=2)])
-    with running_server(settings) as (url, _):
-        yield url
 
 
 @pytest.fixture(scope="module")
